@@ -11,7 +11,8 @@ previous block passed on:
 The MIXED logits R_l are what block l passes on, so R_l is an exponential moving average
 of all earlier blocks' logits: low-level, local attention survives into deep layers.
 ``a`` is one learnable scalar shared by all blocks (init 0.5, no weight decay), as in the
-official code; ``learn_alpha=False`` fixes it, ``alpha_per_layer=True`` learns one per block.
+official code; ``learn_alpha=False`` fixes it, ``alpha_per_layer=True`` learns one per block
+(blocks 2..L; block 1 has nothing to mix with).
 
 Everything else is timm's VisionTransformer, so ViT and ReViT weights share one layout
 (ReViT adds ``alpha``). ReViT must materialise its logits (no fused attention); the mix
@@ -111,7 +112,7 @@ class ResidualVisionTransformer(VisionTransformer):
     Args (beyond timm's VisionTransformer):
         alpha: initial (or fixed) mixing weight ``a``; 1.0 reduces ReViT to ViT.
         learn_alpha: learn ``a`` (a parameter, no weight decay) or keep it fixed (a buffer).
-        alpha_per_layer: one ``a`` per block instead of one shared by all blocks.
+        alpha_per_layer: one ``a`` per block (blocks 1..depth-1) instead of one shared.
         cb_placement: add context broadcasting to every block ("mlp" or "block"), or None.
         cb_learnable_scale: the CB_S variant (a learnable per-channel scale).
     """
@@ -131,7 +132,8 @@ class ResidualVisionTransformer(VisionTransformer):
         )
         super().__init__(*args, **kwargs)
         self.alpha_per_layer = alpha_per_layer
-        init = torch.full((len(self.blocks) if alpha_per_layer else 1,), float(alpha))
+        # Block 0 has no predecessor to mix with, so per-layer `a` starts at block 1.
+        init = torch.full((len(self.blocks) - 1 if alpha_per_layer else 1,), float(alpha))
         if learn_alpha:
             self.alpha = nn.Parameter(init)
         else:
@@ -141,9 +143,11 @@ class ResidualVisionTransformer(VisionTransformer):
     def no_weight_decay(self) -> set:
         return set(super().no_weight_decay()) | {"alpha"}
 
-    def block_alpha(self, index: int) -> torch.Tensor:
-        """The mixing weight ``a`` that block ``index`` uses."""
-        return self.alpha[index if self.alpha_per_layer else 0]
+    def block_alpha(self, index: int) -> Optional[torch.Tensor]:
+        """The mixing weight ``a`` that block ``index`` uses (None for block 0, which does not mix)."""
+        if index == 0:
+            return None
+        return self.alpha[index - 1 if self.alpha_per_layer else 0]
 
     def _run_blocks(self, x: torch.Tensor, last: Optional[int] = None, attn_mask=None):
         """Run blocks 0..last, threading the mixed logits; yields each block's output."""

@@ -1,0 +1,51 @@
+"""``attnlab info``: what a checkpoint holds."""
+from __future__ import annotations
+
+import json
+
+import typer
+from typing_extensions import Annotated
+
+from .common import CkptOption, ModelOption, OfficialConfigOption, PretrainedOption, load, user_errors
+
+
+@user_errors
+def info(
+    ckpt: CkptOption,
+    model: ModelOption = None,
+    pretrained: PretrainedOption = False,
+    official_config: OfficialConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
+) -> None:
+    """Print a checkpoint's architecture, parameter count, input spec, classes and provenance."""
+    from ..inspect import describe
+
+    net, spec = load(ckpt, model, pretrained, official_config)
+    summary = describe(net, spec)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    typer.echo(format_summary(summary))
+
+
+def format_summary(s: dict) -> str:
+    inp = s["input"]
+    lines = [
+        ("source", f"{s['source']} ({s['kind']}" + (f", sha256 {s['sha256']}" if s.get("sha256") else "") + ")"),
+        ("architecture", f"{s['arch']} (family {s['family']})"),
+        ("options", ", ".join(f"{k}={v}" for k, v in s["options"].items()) or "(defaults)"),
+        ("shape", f"dim {s['embed_dim']}, depth {s['depth']}, heads {s['num_heads']}, patch {s['patch_size']}, "
+                  f"{s['num_prefix_tokens']} prefix token(s), {s['grid'][0]}x{s['grid'][1]} patch grid"),
+        ("parameters", f"{s['num_params']:,}"),
+        ("input", f"{inp['channels']} x {inp['size'][0]} x {inp['size'][1]}, mean {inp['mean']}, std {inp['std']}, "
+                  f"{inp['interpolation']}, crop_pct {inp['crop_pct']}"),
+    ]
+    if s.get("alpha") is not None:
+        lines.append(("alpha (a)", f"{s['alpha']} ({s['alpha_mode']})"))
+    classes = s["classes"]
+    shown = ", ".join(classes[:12]) + (f", ... ({len(classes) - 12} more)" if len(classes) > 12 else "")
+    lines.append(("classes", f"{len(classes)}: {shown}"))
+    prov = s["provenance"]
+    lines.append(("provenance", ", ".join(f"{k} {v}" for k, v in prov.items()) or "(none recorded)"))
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
