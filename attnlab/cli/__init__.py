@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from .demo import demo
 from .info import info
 from .models import models
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.command()(models)
 app.command()(info)
+app.command()(demo)
 
 
 def _version(value: bool) -> None:

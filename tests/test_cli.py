@@ -1,0 +1,119 @@
+"""The command line: output, exit codes, one-line errors, lazy imports."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from attnlab import save_checkpoint
+from attnlab.cli import app
+from attnlab.models import ENTRIES, create_model
+
+runner = CliRunner()
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0]
+
+
+def test_models_lists_every_family_and_size():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0
+    for name in ENTRIES:
+        assert name in result.stdout
+    line = next(l for l in result.stdout.splitlines() if l.startswith("revit_micro_patch4_32 "))
+    with torch.device("meta"):
+        n = sum(p.numel() for p in create_model("revit_micro_patch4_32").parameters())
+    assert f"{n / 1e6:.2f}M" in line
+
+
+def test_models_filters():
+    result = runner.invoke(app, ["models", "*patch4_32", "--family", "vit_cb", "--no-params"])
+    assert result.exit_code == 0
+    names = [l.split()[0] for l in result.stdout.splitlines()[1:] if l.endswith("-")]
+    assert names == ["vit_cb_micro_patch4_32", "vit_cb_tiny_patch4_32", "vit_cb_small_patch4_32"]
+    _one_line_error(runner.invoke(app, ["models", "--family", "swin"]), "unknown family 'swin'")
+    _one_line_error(runner.invoke(app, ["models", "convnext*"]), "no model matches")
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    model = create_model("revit_micro_patch4_32", in_chans=1)
+    return save_checkpoint(model, tmp_path / "revit.pt", classes=[f"c{i}" for i in range(10)],
+                           provenance={"dataset": "fashion-mnist", "epochs": 2, "seed": 3})
+
+
+def test_info_text(ckpt):
+    result = runner.invoke(app, ["info", "--ckpt", str(ckpt)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "revit_micro_patch4_32 (family revit)" in out
+    assert "807,051" in out
+    assert "1 x 32 x 32" in out and "8x8 patch grid" in out
+    assert "alpha (a)     0.5 (learnable, shared)" in out
+    assert "10: c0, c1" in out and "dataset fashion-mnist" in out and "epochs 2" in out
+
+
+def test_info_json(ckpt):
+    result = runner.invoke(app, ["info", "--ckpt", str(ckpt), "--json"])
+    data = json.loads(result.stdout)
+    assert data["num_params"] == 807051 and data["family"] == "revit" and data["grid"] == [8, 8]
+    assert data["input"]["channels"] == 1 and data["provenance"]["seed"] == 3
+    assert len(data["sha256"]) == 12
+
+
+def test_info_plain_state_dict_with_model(tmp_path):
+    torch.save(create_model("vit_cb_micro_patch4_32").state_dict(), tmp_path / "w.pth")
+    result = runner.invoke(app, ["info", "--ckpt", str(tmp_path / "w.pth"), "--model", "vit_cb_micro_patch4_32"])
+    assert result.exit_code == 0 and "(family vit_cb)" in result.stdout and "state_dict" in result.stdout
+
+
+def test_info_bad_inputs_are_one_line_exit_2(tmp_path, ckpt):
+    _one_line_error(runner.invoke(app, ["info", "--ckpt", str(tmp_path / "missing.pt")]), "checkpoint not found")
+    (tmp_path / "trunc.pt").write_bytes(ckpt.read_bytes()[:1000])
+    _one_line_error(runner.invoke(app, ["info", "--ckpt", str(tmp_path / "trunc.pt")]), "truncated or corrupt")
+    torch.save(create_model("vit_micro_patch4_32").state_dict(), tmp_path / "vit.pth")
+    _one_line_error(runner.invoke(app, ["info", "--ckpt", str(tmp_path / "vit.pth"), "--model", "revit_micro_patch4_32"]),
+                    "do not fit revit_micro_patch4_32", "missing (first: alpha)")
+    _one_line_error(runner.invoke(app, ["info", "--ckpt", "revit_micro_patch4_23"]), "unknown model name",
+                    "revit_micro_patch4_32")
+    _one_line_error(runner.invoke(app, ["info", "--ckpt", str(tmp_path / "vit.pth")]), "--model")
+
+
+def test_demo_writes_checkpoints_that_reload(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert files == sorted(f"{f}_micro_patch4_32.pt" for f in ["vit", "revit", "vit_cb", "revit_cb"])
+    assert result.stdout.count("outputs identical") == 4
+
+
+def _python(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, **env))
+
+
+def test_cli_and_package_import_without_torch():
+    proc = _python("import sys, attnlab, attnlab.cli; print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
+    assert proc.stdout.strip() == "[]", proc.stderr
+
+
+@pytest.mark.parametrize("order", ["import attnlab, timm", "import timm, attnlab"])
+def test_import_attnlab_registers_families_with_timm(order):
+    proc = _python(f"{order}; m = timm.create_model('revit_cb_micro_patch4_32'); print(type(m).__name__, "
+                   "timm.is_model('vit_cb_tiny_patch16_224'))")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ResidualVisionTransformer", "True"]
+
+
+def test_python_dash_m_works():
+    proc = subprocess.run([sys.executable, "-m", "attnlab", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "models" in proc.stdout and "info" in proc.stdout
