@@ -21,7 +21,7 @@ is one fused ``torch.lerp`` on the logits, without extra copies.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -31,6 +31,55 @@ from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block, VisionTransformer
 
 from .broadcast import ContextBroadcast, check_placement, mlp_branch
+
+
+Observer = Callable[[str, torch.Tensor], None]
+
+
+def explicit_attention(
+    attn: Attention,
+    x: torch.Tensor,
+    residual: Optional[torch.Tensor] = None,
+    alpha: Optional[torch.Tensor | float] = None,
+    attn_mask: Optional[torch.Tensor] = None,
+    observe: Optional[Observer] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """timm's multi-head self-attention with the logits materialised.
+
+    Computes exactly what ``timm.layers.Attention`` computes (fused or not), optionally
+    mixing the logits with ``residual`` (ReViT). Returns ``(out, logits)`` where
+    ``logits`` is what a residual block passes on (R_l, or S_l without a residual).
+    ``observe(name, tensor)``, when given, sees ``"scores"`` (the layer's own S_l),
+    ``"mixed_scores"`` (R_l; equal to S_l without a residual) and ``"pattern"`` (the applied
+    attention, before attention dropout).
+    """
+    B, N, _ = x.shape
+    gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
+    qkv = attn.qkv(x).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+
+    logits = (q * attn.scale) @ k.transpose(-2, -1)              # S_l
+    if observe is not None:
+        observe("scores", logits)
+    if residual is not None:
+        if alpha is None:
+            raise ValueError("residual attention needs alpha when a residual is given")
+        logits = torch.lerp(residual, logits, alpha)             # R_l = a S_l + (1 - a) R_{l-1}
+    if observe is not None:
+        observe("mixed_scores", logits)                          # R_l (R_1 = S_1)
+    scores = logits if attn_mask is None else logits + attn_mask
+    pattern = scores.softmax(dim=-1)
+    if observe is not None:
+        observe("pattern", pattern)
+    x = attn.attn_drop(pattern) @ v
+
+    x = x.transpose(1, 2).reshape(B, N, attn.num_heads * attn.head_dim)
+    x = attn.norm(x)
+    if gate is not None:
+        x = x * gate
+    x = attn.proj_drop(attn.proj(x))
+    return x, logits
 
 
 class ResidualAttention(Attention):
@@ -51,27 +100,7 @@ class ResidualAttention(Attention):
         alpha: Optional[torch.Tensor | float] = None,
         attn_mask: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        B, N, _ = x.shape
-        gate = self.gate(x).sigmoid() if self.gate is not None else None
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
-
-        logits = (q * self.scale) @ k.transpose(-2, -1)          # S_l
-        if residual is not None:
-            if alpha is None:
-                raise ValueError("ResidualAttention needs alpha when a residual is given")
-            logits = torch.lerp(residual, logits, alpha)         # R_l = a S_l + (1 - a) R_{l-1}
-        scores = logits if attn_mask is None else logits + attn_mask
-        attn = self.attn_drop(scores.softmax(dim=-1))
-        x = attn @ v
-
-        x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
-        x = self.norm(x)
-        if gate is not None:
-            x = x * gate
-        x = self.proj_drop(self.proj(x))
-        return x, logits
+        return explicit_attention(self, x, residual, alpha, attn_mask)
 
 
 class ResidualBlock(Block):
