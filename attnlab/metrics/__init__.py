@@ -1,0 +1,40 @@
+"""Metrics of what attention does: per-head attention statistics, feature diversity, and
+a streaming accumulator. Plain tensors plus a :class:`~attnlab.layout.TokenLayout` in,
+no model code (definitions: docs/methods.md section 3)."""
+from __future__ import annotations
+
+from .attention import (
+    MetricInputError,
+    attention_entropy,
+    attention_entropy_per_image,
+    globality_curve,
+    globality_curve_per_image,
+    mean_attention_distance,
+    mean_attention_distance_per_image,
+    nonlocality,
+    nonlocality_per_image,
+    prefix_mass,
+    prefix_mass_per_image,
+)
+from .features import effective_rank, token_cosine_similarity
+from .streaming import DEFAULT_RADII, METRIC_NAMES, ROW_COLUMNS, AttentionStats
+
+__all__ = [
+    "AttentionStats",
+    "DEFAULT_RADII",
+    "METRIC_NAMES",
+    "MetricInputError",
+    "ROW_COLUMNS",
+    "attention_entropy",
+    "attention_entropy_per_image",
+    "effective_rank",
+    "globality_curve",
+    "globality_curve_per_image",
+    "mean_attention_distance",
+    "mean_attention_distance_per_image",
+    "nonlocality",
+    "nonlocality_per_image",
+    "prefix_mass",
+    "prefix_mass_per_image",
+    "token_cosine_similarity",
+]

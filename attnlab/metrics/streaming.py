@@ -1,0 +1,229 @@
+"""Streaming accumulation of attention and feature metrics over many batches.
+
+Analysing a model on a dataset means thousands of images and a dozen layers; keeping
+every attention map (or even every per-image value) is not needed. :class:`AttentionStats`
+keeps, for each (layer, metric), only a count and float64 running moments, so its
+memory is fixed once every layer has been seen, however many images follow. Means are
+exact batch-merge means; spreads use Chan et al.'s pairwise update of the sum of
+squared deviations (the numerically stable form of "sum and sum of squares").
+"""
+from __future__ import annotations
+
+import math
+import operator
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ..layout import TokenLayout
+from .attention import (
+    MetricInputError,
+    _entropy_core,
+    _globality_core,
+    _layout_str,
+    _mad_core,
+    _nonlocality_core,
+    _prefix_mass_core,
+    _radii_tensor,
+    _require_layout,
+    _validate_attention,
+)
+from .features import effective_rank, token_cosine_similarity
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["AttentionStats", "METRIC_NAMES", "ROW_COLUMNS", "DEFAULT_RADII"]
+
+#: Every metric name :meth:`AttentionStats.rows` can emit, in the order it emits them.
+METRIC_NAMES: Tuple[str, ...] = (
+    "entropy",         # mean over all queries of -sum_j A_ij log A_ij (nats)
+    "entropy_norm",    # entropy / log N
+    "entropy_patch",   # entropy, patch queries only
+    "entropy_prefix",  # entropy, prefix queries only (only when the layout has prefix tokens)
+    "mad_px",          # mean attention distance, pixels, patch block renormalised
+    "mad_px_raw",      # same, prefix columns dropped without renormalising (probing-vits)
+    "nonlocality",     # ConViT non-locality, patch units
+    "prefix_mass",     # mean over patch queries of the mass on prefix tokens
+    "globality",       # share of renormalised patch attention beyond `radius` patches
+    "token_cosine",    # mean pairwise cosine similarity of patch tokens (per layer, head -1)
+    "effective_rank",  # effective rank of the patch-token matrix (per layer, head -1)
+)
+
+#: Columns of every row, in order.
+ROW_COLUMNS: Tuple[str, ...] = (
+    "model", "checkpoint", "attention", "layer", "head", "metric", "radius", "value", "std", "n_images",
+)
+
+#: Radii (patch units) of the globality curve unless told otherwise; r = 0 is 1 - self-attention.
+DEFAULT_RADII: Tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+
+_ORDER = {name: k for k, name in enumerate(METRIC_NAMES)}
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations of per-image values of a fixed shape."""
+
+    __slots__ = ("n", "mean", "m2")
+
+    def __init__(self, shape: torch.Size) -> None:
+        self.n = 0
+        self.mean = torch.zeros(shape, dtype=torch.float64)
+        self.m2 = torch.zeros(shape, dtype=torch.float64)
+
+    def add(self, x: Tensor) -> None:
+        """Merge a batch ``x`` of shape ``[B, *shape]`` (Chan, Golub & LeVeque pairwise update)."""
+        nb = x.shape[0]
+        mean_b = x.mean(0)
+        m2_b = (x - mean_b).pow(2).sum(0)
+        n = self.n + nb
+        delta = mean_b - self.mean
+        self.mean += delta * (nb / n)
+        self.m2 += m2_b + delta.pow(2) * (self.n * nb / n)
+        self.n = n
+
+    def std(self) -> Tensor:
+        """Sample standard deviation over images (``torch.std``'s correction=1; NaN for one image)."""
+        if self.n < 2:
+            return torch.full_like(self.mean, math.nan)
+        return (self.m2 / (self.n - 1)).clamp_min(0).sqrt()
+
+
+class AttentionStats:
+    """Per-layer, per-head attention and feature metrics accumulated over batches.
+
+    ``update(layer, attn, layout)`` adds the per-image values of every attention metric
+    of :data:`METRIC_NAMES` (``entropy_prefix`` only when there are prefix tokens);
+    ``update_tokens(layer, tokens, layout)`` adds ``token_cosine`` and ``effective_rank``
+    of a block output. ``rows(...)`` / ``to_frame(...)`` give one tidy row per (layer,
+    head, metric[, radius]) with the mean and sample std over images. A layer must keep
+    one layout and head count: use one accumulator per input size.
+    """
+
+    def __init__(self, radii: Union[Sequence[float], Tensor] = DEFAULT_RADII, check: bool = True) -> None:
+        """``radii``: globality-curve radii in patch units; ``check``: refuse maps whose rows do not sum to 1."""
+        self.radii: Tensor = _radii_tensor(radii)
+        self.check = bool(check)
+        self._moments: Dict[Tuple[int, str], _Moments] = {}
+        self._layer_moments: Dict[Tuple[int, str], _Moments] = {}  # per-image means over heads
+        self._layouts: Dict[int, TokenLayout] = {}
+        self._heads: Dict[int, int] = {}
+
+    # ------------------------------------------------------------------ updates
+
+    def _layer_key(self, layer: Any, layout: Any, what: str) -> Tuple[int, TokenLayout]:
+        if isinstance(layer, bool):
+            raise MetricInputError(f"layer must be an int, got {layer!r}")
+        try:
+            layer = operator.index(layer)
+        except TypeError:
+            raise MetricInputError(f"layer must be an int, got {type(layer).__name__}") from None
+        layout = _require_layout(layout, what)
+        seen = self._layouts.get(layer)
+        if seen is not None and seen != layout:
+            raise MetricInputError(
+                f"layer {layer} was updated with {_layout_str(seen)}, now {_layout_str(layout)}; "
+                "use one AttentionStats per input size"
+            )
+        return layer, layout
+
+    def _commit(self, layer: int, layout: TokenLayout, values: Dict[str, Tensor]) -> None:
+        self._layouts[layer] = layout
+        for name, v in values.items():
+            v = v.detach().to(device="cpu", dtype=torch.float64)
+            key = (layer, name)
+            if key not in self._moments:
+                self._moments[key] = _Moments(v.shape[1:])
+            self._moments[key].add(v)
+            if v.dim() >= 2:  # per head: also the whole layer, the mean over heads of each image
+                if key not in self._layer_moments:
+                    self._layer_moments[key] = _Moments(v.shape[2:])
+                self._layer_moments[key].add(v.mean(dim=1))
+
+    def update(self, layer: int, attn: Tensor, layout: TokenLayout) -> None:
+        """Add one batch of attention maps ``[B, heads, N, N]`` of block ``layer``."""
+        layer, layout = self._layer_key(layer, layout, "AttentionStats.update")
+        a = _validate_attention(attn, layout, self.check)
+        heads = a.shape[1]
+        if self._heads.get(layer, heads) != heads:
+            raise MetricInputError(f"layer {layer} was updated with {self._heads[layer]} heads, now {heads}")
+        p = layout.num_prefix_tokens
+        entropy = _entropy_core(a, "all", p, normalized=False)
+        values = {"entropy": entropy}
+        if a.shape[-1] >= 2:
+            values["entropy_norm"] = entropy / math.log(a.shape[-1])
+        values["entropy_patch"] = _entropy_core(a, "patch", p, normalized=False)
+        if p > 0:
+            values["entropy_prefix"] = _entropy_core(a, "prefix", p, normalized=False)
+        values["mad_px"] = _mad_core(a, layout, renormalize=True)
+        values["mad_px_raw"] = _mad_core(a, layout, renormalize=False)
+        values["nonlocality"] = _nonlocality_core(a, layout)
+        values["prefix_mass"] = _prefix_mass_core(a, layout)
+        values["globality"] = _globality_core(a, layout, self.radii)
+        self._heads[layer] = heads
+        self._commit(layer, layout, values)
+
+    def update_tokens(self, layer: int, tokens: Tensor, layout: TokenLayout) -> None:
+        """Add one batch of block-``layer`` output tokens ``[B, N, C]`` (feature diversity)."""
+        layer, layout = self._layer_key(layer, layout, "AttentionStats.update_tokens")
+        values = {"effective_rank": effective_rank(tokens, layout)}
+        if layout.num_patches >= 2:
+            values["token_cosine"] = token_cosine_similarity(tokens, layout)
+        self._commit(layer, layout, values)
+
+    # ------------------------------------------------------------------ results
+
+    @property
+    def layers(self) -> List[int]:
+        """Layers seen so far, sorted."""
+        return sorted(self._layouts)
+
+    def state_numel(self) -> int:
+        """Number of numbers held: fixed once every (layer, metric) has been seen."""
+        moments = list(self._moments.values()) + list(self._layer_moments.values())
+        return sum(m.mean.numel() + m.m2.numel() + 1 for m in moments)
+
+    def rows(self, model: str, checkpoint: str, attention: str = "applied") -> List[Dict[str, Any]]:
+        """Tidy rows, one per (layer, head, metric[, radius]), columns :data:`ROW_COLUMNS`.
+
+        ``value`` is the mean over images, ``std`` the sample std over images (NaN for
+        one image), ``head`` is -1 for the layer as a whole: per-layer metrics (feature
+        diversity) and, for per-head metrics, the per-image mean over heads (so its ``std``
+        is the spread over images of the layer's value, not over heads), ``radius``
+        (patch units) is set for ``globality`` and NaN otherwise. ``attention`` labels
+        which map was measured, e.g. ``"applied"`` (softmax(R_l) for ReViT) or ``"own"``.
+        """
+        out: List[Dict[str, Any]] = []
+        radii = self.radii.tolist()
+        for (layer, name) in sorted(self._moments, key=lambda k: (k[0], _ORDER[k[1]])):
+            m = self._moments[(layer, name)]
+            mean, std = m.mean, m.std()
+            base = {"model": model, "checkpoint": checkpoint, "attention": attention, "layer": layer}
+            if mean.dim() == 0:  # per-layer value
+                cells = [(-1, math.nan, mean, std)]
+            elif mean.dim() == 1:  # per head
+                cells = [(h, math.nan, mean[h], std[h]) for h in range(mean.shape[0])]
+            else:  # per head and radius
+                cells = [
+                    (h, radii[k], mean[h, k], std[h, k]) for h in range(mean.shape[0]) for k in range(mean.shape[1])
+                ]
+            whole = self._layer_moments.get((layer, name))
+            if whole is not None:  # head -1: the layer as a whole (per-image mean over heads)
+                wmean, wstd = whole.mean, whole.std()
+                if wmean.dim() == 0:
+                    cells.append((-1, math.nan, wmean, wstd))
+                else:
+                    cells += [(-1, radii[k], wmean[k], wstd[k]) for k in range(wmean.shape[0])]
+            for head, radius, value, spread in cells:
+                out.append({
+                    **base, "head": head, "metric": name, "radius": float(radius),
+                    "value": float(value), "std": float(spread), "n_images": m.n,
+                })
+        return out
+
+    def to_frame(self, model: str, checkpoint: str, attention: str = "applied") -> "pd.DataFrame":
+        """The rows of :meth:`rows` as a pandas DataFrame with columns :data:`ROW_COLUMNS`."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(model, checkpoint, attention), columns=list(ROW_COLUMNS))
