@@ -72,16 +72,16 @@ def test_streaming_equals_direct_metrics_on_concatenated_batches(num_prefix):
             for radius, values in cells:
                 row = rows[(5, name, h, radius)]
                 assert row["n_images"] == 10
-                assert row["value"] == pytest.approx(values.mean().item(), rel=1e-12, abs=1e-12)
-                assert row["std"] == pytest.approx(torch.std(values).item(), rel=1e-9, abs=1e-12)
+                assert row["value"] == pytest.approx(values.mean().item(), rel=1e-5, abs=1e-6)
+                assert row["std"] == pytest.approx(torch.std(values).item(), rel=1e-4, abs=1e-6)
         # head -1: the layer as a whole, the per-image mean over heads
         layer_values = per_image.mean(dim=1)
         cells = [(r, layer_values[:, k]) for k, r in enumerate(RADII)] if name == "globality" \
             else [(None, layer_values)]
         for radius, values in cells:
             row = rows[(5, name, -1, radius)]
-            assert row["value"] == pytest.approx(values.mean().item(), rel=1e-12, abs=1e-12)
-            assert row["std"] == pytest.approx(torch.std(values).item(), rel=1e-9, abs=1e-12)
+            assert row["value"] == pytest.approx(values.mean().item(), rel=1e-5, abs=1e-6)
+            assert row["std"] == pytest.approx(torch.std(values).item(), rel=1e-4, abs=1e-6)
     tokens = torch.cat(tok_parts)
     for name, values in (("token_cosine", token_cosine_similarity(tokens, layout)),
                          ("effective_rank", effective_rank(tokens, layout))):

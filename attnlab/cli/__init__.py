@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import typer
 
+from .attention import entropy, globality
 from .demo import demo
+from .evaluate import evaluate
 from .info import info
 from .models import models
+from .train import train
 
 app = typer.Typer(
     name="attnlab",
@@ -21,7 +24,11 @@ app = typer.Typer(
 )
 app.command()(models)
 app.command()(info)
+app.command()(globality)
+app.command()(entropy)
 app.command()(demo)
+app.command()(train)
+app.command()(evaluate)
 
 
 def _version(value: bool) -> None:

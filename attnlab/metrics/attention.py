@@ -72,8 +72,10 @@ def _layout_str(layout: TokenLayout) -> str:
     return f"{layout.num_prefix_tokens} prefix + {gh}x{gw} patches = {layout.num_tokens} tokens"
 
 
-def _validate_attention(attn: Tensor, layout: Optional[TokenLayout], check: bool) -> Tensor:
-    """Check ``attn`` is ``[B, heads, N, N]`` (matching ``layout``) and return it in float64."""
+def _validate_attention(
+    attn: Tensor, layout: Optional[TokenLayout], check: bool, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """Check ``attn`` is ``[B, heads, N, N]`` (matching ``layout``) and return it in ``dtype``."""
     if not isinstance(attn, Tensor):
         raise MetricInputError(f"attention must be a torch.Tensor, got {type(attn).__name__}")
     if attn.dim() != 4:
@@ -101,7 +103,7 @@ def _validate_attention(attn: Tensor, layout: Optional[TokenLayout], check: bool
                 f"attention rows must sum to 1 over keys (worst row is off by {err:.3g} > {tol:g}); "
                 "pass softmax probabilities, or check=False"
             )
-    return attn.to(torch.float64)
+    return attn.to(dtype)
 
 
 def _resolve_prefix(n: int, layout: Optional[TokenLayout], num_prefix_tokens: Optional[int]) -> Optional[int]:
@@ -161,9 +163,11 @@ def _distances_cpu(layout: TokenLayout, pixels: bool) -> Tensor:
     return diff.pow(2).sum(-1).sqrt()
 
 
-def _distances(layout: TokenLayout, device: torch.device, pixels: bool = False) -> Tensor:
-    """``[G, G]`` float64 distances between patch positions (patch units or pixels)."""
-    return _distances_cpu(layout, pixels).to(device)
+def _distances(
+    layout: TokenLayout, device: torch.device, pixels: bool = False, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """``[G, G]`` distances between patch positions (patch units or pixels)."""
+    return _distances_cpu(layout, pixels).to(device=device, dtype=dtype)
 
 
 def _radii_tensor(radii: Union[Sequence[float], Tensor]) -> Tensor:
@@ -225,7 +229,7 @@ def _weighted_distance(block: Tensor, dist: Tensor) -> Tensor:
 
 def _mad_core(a: Tensor, layout: TokenLayout, renormalize: bool) -> Tensor:
     block, mass = _patch_block(a, layout)
-    wd = _weighted_distance(block, _distances(layout, a.device, pixels=True))
+    wd = _weighted_distance(block, _distances(layout, a.device, pixels=True, dtype=a.dtype))
     if renormalize:
         wd = _renorm_rows(wd, mass)
     return wd.mean(-1)
@@ -233,13 +237,13 @@ def _mad_core(a: Tensor, layout: TokenLayout, renormalize: bool) -> Tensor:
 
 def _nonlocality_core(a: Tensor, layout: TokenLayout) -> Tensor:
     block, _ = _patch_block(a, layout)
-    return _weighted_distance(block, _distances(layout, a.device)).mean(-1)
+    return _weighted_distance(block, _distances(layout, a.device, dtype=a.dtype)).mean(-1)
 
 
 def _globality_core(a: Tensor, layout: TokenLayout, radii: Tensor) -> Tensor:
     block, mass = _patch_block(a, layout)
-    dist = _distances(layout, a.device)
-    beyond = (dist[None, :, :] > radii.to(a.device)[:, None, None]).to(torch.float64)  # [R, G, G]
+    dist = _distances(layout, a.device)  # thresholds compared in float64: exact at integer radii
+    beyond = (dist[None, :, :] > radii.to(a.device)[:, None, None]).to(a.dtype)  # [R, G, G]
     far = torch.einsum("bhij,rij->bhir", block, beyond)  # [B, H, G, R]
     return _renorm_rows(far, mass[..., None]).mean(-2)  # [B, H, R]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -19,10 +19,12 @@ from torch import Tensor
 from ..layout import TokenLayout
 from .attention import (
     MetricInputError,
-    _entropy_core,
     _globality_core,
     _layout_str,
-    _mad_core,
+    _distances,
+    _patch_block,
+    _renorm_rows,
+    _weighted_distance,
     _nonlocality_core,
     _prefix_mass_core,
     _radii_tensor,
@@ -101,10 +103,21 @@ class AttentionStats:
     one layout and head count: use one accumulator per input size.
     """
 
-    def __init__(self, radii: Union[Sequence[float], Tensor] = DEFAULT_RADII, check: bool = True) -> None:
-        """``radii``: globality-curve radii in patch units; ``check``: refuse maps whose rows do not sum to 1."""
+    def __init__(
+        self,
+        radii: Union[Sequence[float], Tensor] = DEFAULT_RADII,
+        check: bool = True,
+        metrics: Optional[Iterable[str]] = None,
+    ) -> None:
+        """``radii``: globality-curve radii in patch units; ``check``: refuse maps whose rows
+        do not sum to 1; ``metrics``: compute only these names of :data:`METRIC_NAMES` (all by default)."""
         self.radii: Tensor = _radii_tensor(radii)
         self.check = bool(check)
+        chosen = set(METRIC_NAMES if metrics is None else metrics)
+        unknown = sorted(chosen - set(METRIC_NAMES))
+        if unknown:
+            raise MetricInputError(f"unknown metrics {unknown}; choose from {', '.join(METRIC_NAMES)}")
+        self.metrics = frozenset(chosen)
         self._moments: Dict[Tuple[int, str], _Moments] = {}
         self._layer_moments: Dict[Tuple[int, str], _Moments] = {}  # per-image means over heads
         self._layouts: Dict[int, TokenLayout] = {}
@@ -144,31 +157,51 @@ class AttentionStats:
     def update(self, layer: int, attn: Tensor, layout: TokenLayout) -> None:
         """Add one batch of attention maps ``[B, heads, N, N]`` of block ``layer``."""
         layer, layout = self._layer_key(layer, layout, "AttentionStats.update")
-        a = _validate_attention(attn, layout, self.check)
+        # Per-element work runs in the map's precision (at least float32): per-image values
+        # sum at most N terms; the running sums over images are float64 (_Moments).
+        dtype = torch.float64 if attn.dtype == torch.float64 else torch.float32
+        a = _validate_attention(attn, layout, self.check, dtype=dtype)
         heads = a.shape[1]
         if self._heads.get(layer, heads) != heads:
             raise MetricInputError(f"layer {layer} was updated with {self._heads[layer]} heads, now {heads}")
         p = layout.num_prefix_tokens
-        entropy = _entropy_core(a, "all", p, normalized=False)
-        values = {"entropy": entropy}
-        if a.shape[-1] >= 2:
-            values["entropy_norm"] = entropy / math.log(a.shape[-1])
-        values["entropy_patch"] = _entropy_core(a, "patch", p, normalized=False)
-        if p > 0:
-            values["entropy_prefix"] = _entropy_core(a, "prefix", p, normalized=False)
-        values["mad_px"] = _mad_core(a, layout, renormalize=True)
-        values["mad_px_raw"] = _mad_core(a, layout, renormalize=False)
-        values["nonlocality"] = _nonlocality_core(a, layout)
-        values["prefix_mass"] = _prefix_mass_core(a, layout)
-        values["globality"] = _globality_core(a, layout, self.radii)
+        want = self.metrics
+        values: Dict[str, Tensor] = {}
+        # one pass over the map for each expensive part, shared by the metrics that need it
+        if want & {"entropy", "entropy_norm", "entropy_patch", "entropy_prefix"}:
+            row_entropy = torch.special.entr(a).sum(-1)                  # [B, H, N], entr = -x log x
+            entropy = row_entropy.mean(-1)
+            if "entropy" in want:
+                values["entropy"] = entropy
+            if "entropy_norm" in want and a.shape[-1] >= 2:
+                values["entropy_norm"] = entropy / math.log(a.shape[-1])
+            if "entropy_patch" in want:
+                values["entropy_patch"] = row_entropy[..., p:].mean(-1)
+            if "entropy_prefix" in want and p > 0:
+                values["entropy_prefix"] = row_entropy[..., :p].mean(-1)
+        if want & {"mad_px", "mad_px_raw"}:
+            block, mass = _patch_block(a, layout)
+            weighted_px = _weighted_distance(block, _distances(layout, a.device, pixels=True, dtype=dtype))
+            if "mad_px" in want:
+                values["mad_px"] = _renorm_rows(weighted_px, mass).mean(-1)
+            if "mad_px_raw" in want:
+                values["mad_px_raw"] = weighted_px.mean(-1)
+        if "nonlocality" in want:
+            values["nonlocality"] = _nonlocality_core(a, layout)
+        if "prefix_mass" in want:
+            values["prefix_mass"] = _prefix_mass_core(a, layout)
+        if "globality" in want:
+            values["globality"] = _globality_core(a, layout, self.radii)
         self._heads[layer] = heads
         self._commit(layer, layout, values)
 
     def update_tokens(self, layer: int, tokens: Tensor, layout: TokenLayout) -> None:
         """Add one batch of block-``layer`` output tokens ``[B, N, C]`` (feature diversity)."""
         layer, layout = self._layer_key(layer, layout, "AttentionStats.update_tokens")
-        values = {"effective_rank": effective_rank(tokens, layout)}
-        if layout.num_patches >= 2:
+        values = {}
+        if "effective_rank" in self.metrics:
+            values["effective_rank"] = effective_rank(tokens, layout)
+        if "token_cosine" in self.metrics and layout.num_patches >= 2:
             values["token_cosine"] = token_cosine_similarity(tokens, layout)
         self._commit(layer, layout, values)
 

@@ -1,0 +1,82 @@
+"""``attnlab globality`` and ``attnlab entropy``: attention metrics of one or more checkpoints."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from .common import ModelOption, OfficialConfigOption, PretrainedOption, user_errors
+from .progress import progress_bars
+
+_DOCS = {
+    "globality": "Mean attention distance, non-locality and globality curves per layer and head "
+                 "(ReViT's claim: residual attention stays local longer). Writes globality.csv and figures.",
+    "entropy": "Attention entropy per layer and head, with confidence bands over images "
+               "(CB's claim: context broadcasting lowers the entropy of learned attention). Writes entropy.csv and figures.",
+}
+
+
+def _parse_radii(text: str) -> List[float]:
+    from ..errors import AttnlabError
+
+    try:
+        radii = [float(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        raise AttnlabError(f"--radii must be comma-separated numbers (patches), e.g. 0,1,2,4; got {text!r}") from None
+    if not radii or any(r < 0 for r in radii):
+        raise AttnlabError(f"--radii must be non-negative numbers, got {text!r}")
+    return radii
+
+
+def _make(kind: str) -> Callable[..., None]:
+    @user_errors
+    def command(
+        ckpt: Annotated[List[str], typer.Option("--ckpt", help="Checkpoint (repeat for several models on one figure).")],
+        paths: Annotated[Optional[List[Path]], typer.Argument(help="More image files or folders (with --images).", show_default=False)] = None,
+        label: Annotated[Optional[List[str]], typer.Option("--label", help="Name of each model in tables and legends (one per --ckpt).")] = None,
+        images: Annotated[Optional[List[Path]], typer.Option("--images", help="Image files or folders (searched recursively).")] = None,
+        dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name: fashion-mnist, cifar10, cifar100, pets, flowers102, imagefolder.")] = None,
+        data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where the dataset lives (its official layout).")] = None,
+        split: Annotated[str, typer.Option(help="Dataset split.")] = "test",
+        num_images: Annotated[Optional[int], typer.Option("--num-images", help="Images to analyse (default: up to 512).")] = None,
+        batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 64,
+        device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+        radii: Annotated[str, typer.Option(help="Globality-curve radii in patches, comma-separated.")] = "0,1,2,3,4,6,8",
+        out: Annotated[Path, typer.Option(help="Output folder.")] = Path(f"out/{kind}"),
+        model: ModelOption = None,
+        pretrained: PretrainedOption = False,
+        official_config: OfficialConfigOption = None,
+    ) -> None:
+        from ..errors import AttnlabError
+        from ..study import (ENTROPY_METRICS, GLOBALITY_METRICS, layer_summary, measure_attention, write_entropy,
+                             write_globality)
+
+        all_images = list(images or []) + list(paths or [])
+        if paths and not images:
+            raise AttnlabError(f"unexpected argument {paths[0]}; image paths go after --images")
+        with progress_bars() as bar:
+            frame, notes = measure_attention(
+                ckpt, label, images=all_images or None, dataset=dataset, data_dir=data_dir, split=split,
+                num_images=num_images, batch_size=batch_size, device=device, radii=_parse_radii(radii),
+                model=model, pretrained=pretrained, official_config=official_config, progress_factory=bar,
+                metrics=GLOBALITY_METRICS if kind == "globality" else ENTROPY_METRICS,
+            )
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
+        written = (write_globality if kind == "globality" else write_entropy)(frame, out)
+        metric = "mad_px" if kind == "globality" else "entropy_norm"
+        unit = "mean attention distance (px)" if kind == "globality" else "entropy / log N"
+        n = int(frame["n_images"].max())
+        typer.echo(f"{unit} per layer, mean over heads, {n} images:")
+        typer.echo(layer_summary(frame, metric).round(3).to_string())
+        typer.echo("wrote " + ", ".join(str(p) for p in written))
+
+    command.__name__ = kind
+    command.__doc__ = _DOCS[kind]
+    return command
+
+
+globality = _make("globality")
+entropy = _make("entropy")

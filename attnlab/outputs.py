@@ -1,0 +1,36 @@
+"""All-or-nothing output folders: a failed run leaves no partial CSV or figure behind."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Union
+
+
+@contextmanager
+def staged_outputs(out_dir: Union[str, os.PathLike]) -> Iterator[Path]:
+    """Yield a staging folder; on success move everything in it into ``out_dir``.
+
+    Files are written to a hidden sibling folder first and renamed into place only when
+    the block finishes without error; on error the staging folder is removed and
+    ``out_dir`` is left as it was.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    out.mkdir(parents=True, exist_ok=True)
+    moved: List[Path] = []
+    for src in sorted(stage.rglob("*")):
+        if src.is_file():
+            dst = out / src.relative_to(stage)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+            moved.append(dst)
+    shutil.rmtree(stage, ignore_errors=True)
