@@ -9,10 +9,8 @@ import typer
 
 from .attention import entropy, globality
 from .demo import demo
-from .evaluate import evaluate
 from .info import info
 from .models import models
-from .train import train
 
 app = typer.Typer(
     name="attnlab",
@@ -27,8 +25,6 @@ app.command()(info)
 app.command()(globality)
 app.command()(entropy)
 app.command()(demo)
-app.command()(train)
-app.command()(evaluate)
 
 
 def _version(value: bool) -> None:
