@@ -31,10 +31,10 @@ data:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; fi
 
-demo: env
+demo: env data
 	$(RUN) attnlab demo --out $(OUT)
 
-test: env
+test: env data
 	$(RUN) pytest -n $(JOBS) -q
 
 clean:
