@@ -9,6 +9,7 @@ Columns (in this order):
                 ReViT), ``own`` (ReViT's softmax(S_l)), or ``-`` for non-attention metrics
     transform   input transform (``none``, ``shift``, ``scale``, ...)
     magnitude   size of the transform (pixels, factor); NaN when there is none
+    magnitude_y second component of a 2-D magnitude (a (dx, dy) shift grid: dy); NaN otherwise
     layer       block index (0-based); -1 for whole-model metrics
     head        head index; -1 for the whole layer (mean over heads, or a per-layer metric)
     metric      metric name
@@ -31,10 +32,11 @@ from typing import Any, Dict, Iterable, Mapping, Union
 
 import pandas as pd
 
-COLUMNS = ("model", "checkpoint", "arch", "attention", "transform", "magnitude", "layer", "head",
+COLUMNS = ("model", "checkpoint", "arch", "attention", "transform", "magnitude", "magnitude_y", "layer", "head",
            "metric", "radius", "value", "std", "ci_low", "ci_high", "n_images")
 
 DEFAULTS: Dict[str, Any] = {"arch": "", "attention": "-", "transform": "none", "magnitude": math.nan,
+                            "magnitude_y": math.nan,
                             "layer": -1, "head": -1, "radius": math.nan, "std": math.nan,
                             "ci_low": math.nan, "ci_high": math.nan}
 _REQUIRED = ("model", "checkpoint", "metric", "value", "n_images")
@@ -55,6 +57,8 @@ def tidy(rows: Union[pd.DataFrame, Iterable[Mapping[str, Any]]], **constants: An
     for c, v in DEFAULTS.items():
         if c not in df.columns:
             df[c] = v
+        elif not (isinstance(v, float) and math.isnan(v)):
+            df[c] = df[c].fillna(v)  # rows concatenated from frames that lacked the column
     half = Z95 * df["std"] / df["n_images"].clip(lower=1) ** 0.5
     df["ci_low"] = df["ci_low"].fillna(df["value"] - half)
     df["ci_high"] = df["ci_high"].fillna(df["value"] + half)

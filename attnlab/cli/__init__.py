@@ -11,6 +11,7 @@ from .attention import entropy, globality
 from .demo import demo
 from .info import info
 from .models import models
+from .robustness import robustness
 
 app = typer.Typer(
     name="attnlab",
@@ -24,6 +25,7 @@ app.command()(models)
 app.command()(info)
 app.command()(globality)
 app.command()(entropy)
+app.command()(robustness)
 app.command()(demo)
 
 
