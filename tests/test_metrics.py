@@ -424,3 +424,17 @@ def test_metrics_import_no_model_code():
             "bad = [m for m in sys.modules if m == 'timm' or m.startswith(('timm.', 'attnlab.models'))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_softmax_jacobian_norm_closed_form_matches_autograd():
+    from attnlab.metrics import softmax_jacobian_sq_norm, uniform_jacobian_sq_norm
+
+    torch.manual_seed(0)
+    for temperature in (0.1, 1.0, 10.0):
+        z = torch.randn(7, dtype=torch.float64) / temperature
+        jac = torch.autograd.functional.jacobian(lambda v: v.softmax(-1), z)
+        got = softmax_jacobian_sq_norm(z.softmax(-1)[None])[0]
+        assert torch.isclose(got, jac.pow(2).sum(), rtol=1e-10)
+    uniform = torch.full((1, 16), 1 / 16)
+    assert softmax_jacobian_sq_norm(uniform).item() == pytest.approx(uniform_jacobian_sq_norm(16))
+    assert softmax_jacobian_sq_norm(torch.eye(5)).abs().max().item() < 1e-12

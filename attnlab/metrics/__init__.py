@@ -17,6 +17,7 @@ from .attention import (
     prefix_mass_per_image,
 )
 from .features import effective_rank, token_cosine_similarity
+from .softmax import softmax_jacobian_sq_norm, uniform_jacobian_sq_norm
 from .streaming import DEFAULT_RADII, METRIC_NAMES, ROW_COLUMNS, AttentionStats
 
 __all__ = [
@@ -36,5 +37,7 @@ __all__ = [
     "nonlocality_per_image",
     "prefix_mass",
     "prefix_mass_per_image",
+    "softmax_jacobian_sq_norm",
     "token_cosine_similarity",
+    "uniform_jacobian_sq_norm",
 ]
