@@ -9,6 +9,7 @@ import typer
 
 from .attention import entropy, globality
 from .demo import demo
+from .gradcam import gradcam
 from .info import info
 from .models import models
 from .robustness import robustness
@@ -26,6 +27,7 @@ app.command()(info)
 app.command()(globality)
 app.command()(entropy)
 app.command()(robustness)
+app.command()(gradcam)
 app.command()(demo)
 
 

@@ -1,0 +1,61 @@
+"""``attnlab gradcam``: GradCAM-family maps (pytorch-grad-cam) and attention rollout of one or more checkpoints."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from .common import ModelOption, OfficialConfigOption, PretrainedOption, user_errors
+
+METHOD_NAMES = "gradcam, gradcam++, xgradcam, eigencam, layercam, scorecam, ablationcam"
+
+
+@user_errors
+def gradcam(
+    ckpt: Annotated[List[str], typer.Option("--ckpt", help="Checkpoint (repeat for several models in one figure).")],
+    paths: Annotated[Optional[List[Path]], typer.Argument(help="More image files or folders (with --images).", show_default=False)] = None,
+    label: Annotated[Optional[List[str]], typer.Option("--label", help="Name of each model in tables and titles (one per --ckpt).")] = None,
+    images: Annotated[Optional[List[Path]], typer.Option("--images", help="Image files or folders (searched recursively).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name: fashion-mnist, cifar10, cifar100, pets, flowers102, imagefolder.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where the dataset lives (its official layout).")] = None,
+    split: Annotated[str, typer.Option(help="Dataset split.")] = "test",
+    num_images: Annotated[Optional[int], typer.Option("--num-images", help="Images to explain (default: up to 8).")] = None,
+    method: Annotated[Optional[List[str]], typer.Option("--method", help=f"CAM method, repeatable or comma-separated: {METHOD_NAMES} (default: gradcam).")] = None,
+    target: Annotated[str, typer.Option("--target", help="Class to explain: predicted, true (dataset labels), or a class name or index.")] = "predicted",
+    layer: Annotated[str, typer.Option("--layer", help="Target layer: auto (blocks[-1].norm1 for class-token models, the last block for pooled ones) or a module path such as blocks.4.norm1.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass (and ScoreCAM / AblationCAM batch).")] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    metrics: Annotated[bool, typer.Option("--metrics/--no-metrics", help="Compute ROAD and confidence drop (the slow part on large images).")] = True,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/gradcam"),
+    model: ModelOption = None,
+    pretrained: PretrainedOption = False,
+    official_config: OfficialConfigOption = None,
+) -> None:
+    """Where each model looks: CAM maps over the images, attention rollout, and ROAD / confidence-drop
+    faithfulness. Writes gradcam.png/.pdf, gradcam_maps.npz and gradcam.csv."""
+    from ..attribution import explain, parse_methods, write_gradcam
+    from ..errors import AttnlabError
+
+    all_images = list(images or []) + list(paths or [])
+    if paths and not images:
+        raise AttnlabError(f"unexpected argument {paths[0]}; image paths go after --images")
+    methods = parse_methods(method)  # bad names fail before any model is loaded
+    result = explain(ckpt, label, images=all_images or None, dataset=dataset, data_dir=data_dir, split=split,
+                     num_images=num_images, methods=methods, target=target, layer=layer, batch_size=batch_size,
+                     device=device, metrics=metrics, model=model, pretrained=pretrained,
+                     official_config=official_config, log=lambda line: typer.echo(line, err=True))
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    written = write_gradcam(result, out)
+    frame = result.frame[result.frame["head"] == -1]
+    if metrics:
+        table = frame[frame["metric"].isin(["road_combined", "confidence_drop"])].pivot_table(
+            index=["model", "transform"], columns="metric", values="value", sort=False)
+        n = len(result.models[0].targets)
+        typer.echo(f"faithfulness, mean over {n} images (probability units; road_combined: higher is better):")
+        typer.echo(table.round(4).to_string())
+    prob = frame[frame["metric"] == "probability"].set_index("model")["value"]
+    typer.echo("mean probability of the explained class: " + ", ".join(f"{k} {v:.3f}" for k, v in prob.items()))
+    typer.echo("wrote " + ", ".join(str(p) for p in written))

@@ -1,0 +1,73 @@
+"""The attribution grid: where each model looks, method by method, next to the image itself.
+
+Rows are images; columns are the original image, then each model's CAM methods, then
+each model's attention rollout. Maps are drawn over the model's own input with its
+normalisation undone (grey inputs stay grey), so what is compared is the map alone.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Tuple
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .style import use_style
+
+CELL = 1.35  # inches per panel
+
+
+def _short(name: str, width: int = 16) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def _show_image(ax: plt.Axes, image: np.ndarray) -> None:
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+
+
+def gradcam_grid(result: Any, alpha: float = 0.5) -> plt.Figure:
+    """Overlay every model's maps on the images; titles name model, method, prediction and its probability.
+
+    ``result`` is an ``attnlab.attribution.AttributionResult``.
+    """
+    use_style()
+    models = result.models
+    columns: List[Tuple[Any, str]] = [(m, method) for m in models for method in result.methods]
+    columns += [(m, "rollout") for m in models]
+    n = len(models[0].targets)
+    ncols = 1 + len(columns)
+    retargeted = any((m.targets != m.predictions).any() for m in models)
+    row_height = CELL + (0.45 if retargeted else 0.32)  # room for the two or three title lines
+    fig, axes = plt.subplots(n, ncols, figsize=(CELL * ncols, row_height * n + 0.25), squeeze=False)
+    shown = {m.label: m.display_images() for m in models}
+    first = models[0]
+    for i in range(n):
+        ax = axes[i, 0]
+        _show_image(ax, shown[first.label][i])
+        title = f"image {i}"
+        label = int(result.labels[i]) if result.labels is not None else -1
+        if 0 <= label < len(first.classes):
+            title += f"\ntrue: {_short(first.classes[label])}"
+        ax.set_title(title, fontsize=6)
+        for j, (m, method) in enumerate(columns, start=1):
+            ax = axes[i, j]
+            _show_image(ax, shown[m.label][i])
+            ax.imshow(m.maps[method][i], cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
+            pred = int(m.predictions[i])
+            title = f"{_short(m.label)} · {method}\npred {_short(m.classes[pred])} {m.probabilities[i, pred]:.2f}"
+            target = int(m.targets[i])
+            if target != pred and method != "rollout":  # rollout does not depend on the class
+                title += f"\nmap for {_short(m.classes[target])} {m.probabilities[i, target]:.2f}"
+            ax.set_title(title, fontsize=6)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    fig.suptitle("Attribution maps (CAM methods: pytorch-grad-cam; rollout: attention only), "
+                 "titled with the predicted class and its probability", fontsize=7)
+    fig.tight_layout()
+    return fig
