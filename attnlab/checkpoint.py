@@ -25,7 +25,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .atomic import atomic_path
 from .errors import CheckpointError, ModelNameError
 from .spec import InputSpec, ModelSpec
 
@@ -167,22 +167,14 @@ def save_checkpoint(
     header = json.loads(json.dumps(header))  # plain builtins only (no str subclasses, tuples)
     state_dict = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file({k: v.clone() for k, v in state_dict.items()}, tmp,
+            save_file({k: v.clone() for k, v in state_dict.items()}, str(tmp),
                       metadata={"attnlab": json.dumps(header)})
         else:
             torch.save({**header, "state_dict": state_dict}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -8,6 +8,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import pandas as pd
 
+from .atomic import atomic_path
+
 
 @dataclass
 class Section:
@@ -39,7 +41,6 @@ def write_report(path: Path, title: str, intro: str, sections: Sequence[Section]
         for png, caption in s.figures:
             rel = os.path.relpath(png, path.parent)
             parts += [f"![{caption}]({rel})", "", f"*{caption}*", ""]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(parts))
     return path

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Union
 
 import pandas as pd
+
+from .atomic import atomic_path
 
 COLUMNS = ("model", "checkpoint", "arch", "attention", "transform", "magnitude", "magnitude_y", "layer", "head",
            "metric", "radius", "value", "std", "ci_low", "ci_high", "n_images")
@@ -68,15 +69,6 @@ def tidy(rows: Union[pd.DataFrame, Iterable[Mapping[str, Any]]], **constants: An
 
 def write_csv(df: pd.DataFrame, path: Union[str, os.PathLike]) -> Path:
     """Write a table atomically: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)

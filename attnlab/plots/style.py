@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
@@ -11,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # figures are files; never need a display
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from ..atomic import atomic_path  # noqa: E402
 
 SINGLE_COLUMN = (3.5, 2.6)   # inches: one column of a two-column paper
 DOUBLE_COLUMN = (7.2, 2.8)
@@ -39,14 +40,8 @@ def save_figure(fig: "plt.Figure", folder: Union[str, os.PathLike], stem: str) -
     try:
         for fmt in FORMATS:
             path = folder / f"{stem}.{fmt}"
-            fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".{fmt}", dir=folder)
-            os.close(fd)
-            try:
+            with atomic_path(path) as tmp:
                 fig.savefig(tmp, format=fmt)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
             written.append(path)
     finally:
         plt.close(fig)
