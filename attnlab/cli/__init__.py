@@ -10,9 +10,11 @@ import typer
 from .attention import entropy, globality
 from .demo import demo
 from .gradcam import gradcam
+from .evaluate import evaluate
 from .info import info
 from .models import models
 from .robustness import robustness
+from .train import train
 
 app = typer.Typer(
     name="attnlab",
@@ -29,6 +31,8 @@ app.command()(entropy)
 app.command()(robustness)
 app.command()(gradcam)
 app.command()(demo)
+app.command()(train)
+app.command()(evaluate)
 
 
 def _version(value: bool) -> None:

@@ -1,7 +1,8 @@
-"""``attnlab demo``: the main job on the embedded default."""
+"""``attnlab demo``: the main job on the embedded default (Fashion-MNIST)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from typing_extensions import Annotated
@@ -12,11 +13,17 @@ from .common import user_errors
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/demo"),
+    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 2,
+    subset: Annotated[Optional[int], typer.Option(help="Training images per epoch (default 30000 of 60000).")] = 30000,
+    images: Annotated[int, typer.Option("--images", help="Test images for the attention and robustness analyses.")] = 512,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Fashion-MNIST files (default: the Debian package, or a download).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start over instead of reusing finished checkpoints and results.")] = False,
 ) -> None:
-    """Build, save and reload the four model families (ViT, ReViT, ViT+CB, ReViT+CB) at the micro size."""
-    from ..demo import run_demo
+    """Train ViT, ReViT and ViT+CB on Fashion-MNIST, then run globality, entropy, robustness and GradCAM, with a report."""
+    from ..demo import DemoConfig, run_demo
 
-    typer.echo(f"attnlab demo: building the four families for 1x32x32 input and writing checkpoints to {out}/checkpoints")
-    run_demo(out, seed=seed, log=typer.echo)
-    typer.echo("Inspect one with: attnlab info --ckpt " + str(out / "checkpoints" / "revit_micro_patch4_32.pt"))
+    cfg = DemoConfig(epochs=epochs, subset=subset, seed=seed, analysis_images=images, robustness_images=images,
+                     data_dir=str(data_dir) if data_dir else None, device=device)
+    run_demo(out, cfg, fresh=fresh, log=typer.echo)

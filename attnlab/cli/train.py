@@ -1,0 +1,78 @@
+"""``attnlab train``: train a ViT / ReViT / CB model from scratch on a dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from .common import fail, user_errors
+
+_RECIPE = "Training recipe"
+_AUG = "Augmentation"
+
+
+@user_errors
+def train(
+    model: Annotated[Optional[str], typer.Option("--model", help="Model name (see `attnlab models`), e.g. revit_micro_patch4_32.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name (fashion-mnist, cifar10, ...); default fashion-mnist.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Folder holding the dataset in its official layout.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Number of epochs (default 50).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Global batch size (default 128).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default 1e-3).")] = None,
+    subset: Annotated[Optional[int], typer.Option("--subset", help="Train on the first N training images.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda (default auto).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<model>_<dataset>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with any of these options (flags override it).")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW weight decay (default 0.05).", rich_help_panel=_RECIPE)] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option("--warmup-epochs", help="Linear warm-up epochs (default 5).", rich_help_panel=_RECIPE)] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", help="Default 0.1.", rich_help_panel=_RECIPE)] = None,
+    drop_path: Annotated[Optional[float], typer.Option("--drop-path", help="Stochastic depth rate (default 0.1).", rich_help_panel=_RECIPE)] = None,
+    clip_grad: Annotated[Optional[float], typer.Option("--clip-grad", help="Max gradient norm, 0 = off (default 1.0).", rich_help_panel=_RECIPE)] = None,
+    ema: Annotated[Optional[bool], typer.Option("--ema/--no-ema", help="Keep (and evaluate, save) an EMA of the weights.", rich_help_panel=_RECIPE, show_default=False)] = None,
+    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision on GPUs (default on).", rich_help_panel=_RECIPE, show_default=False)] = None,
+    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="--no-augment switches every augmentation off.", rich_help_panel=_AUG, show_default=False)] = None,
+    randaugment: Annotated[Optional[str], typer.Option("--randaugment", help="timm-style rand-m9-n2, or none.", rich_help_panel=_AUG)] = None,
+    crop_padding: Annotated[Optional[int], typer.Option("--crop-padding", help="Random-crop padding in pixels, 0 = off (default 4).", rich_help_panel=_AUG)] = None,
+    hflip: Annotated[Optional[float], typer.Option("--hflip", help="Horizontal flip probability (default 0.5).", rich_help_panel=_AUG)] = None,
+    mixup: Annotated[Optional[float], typer.Option("--mixup", help="Mixup alpha, 0 = off (default 0.8).", rich_help_panel=_AUG)] = None,
+    cutmix: Annotated[Optional[float], typer.Option("--cutmix", help="CutMix alpha, 0 = off (default 1.0).", rich_help_panel=_AUG)] = None,
+    save_every: Annotated[Optional[int], typer.Option("--save-every", help="Write the resume state every K steps (default 50).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch.")] = None,
+    progress: Annotated[Optional[str], typer.Option("--progress", help="Progress bar: auto, on or off.")] = None,
+) -> None:
+    """Train a model from scratch; writes last.pt, best.pt, metrics.csv and a resume state into --out."""
+    from ..train.config import explicit_values, resolve_config
+
+    flags = {
+        "model": model, "dataset": dataset, "data_dir": data_dir, "epochs": epochs, "batch_size": batch_size,
+        "lr": lr, "subset": subset, "seed": seed, "device": device, "out": out, "weight_decay": weight_decay,
+        "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing, "drop_path": drop_path,
+        "clip_grad": clip_grad, "ema": ema, "amp": amp, "augment": augment, "randaugment": randaugment,
+        "crop_padding": crop_padding, "hflip": hflip, "mixup": mixup, "cutmix": cutmix, "save_every": save_every,
+        "threads": threads, "progress": progress,
+    }
+    if resume:
+        explicit = explicit_values(config, flags)
+        out_dir = Path(explicit.get("out") or resolve_config(config, flags).out_dir)
+        from ..train.loop import config_for_resume
+
+        cfg = config_for_resume(out_dir, explicit)
+    else:
+        cfg = resolve_config(config, flags)
+    cfg.validate()
+
+    from ..train.loop import NonFiniteLossError, train as run_training
+
+    try:
+        result = run_training(cfg, resume=resume, log=typer.echo)
+    except NonFiniteLossError as e:
+        fail(str(e), code=1)
+        return
+    if result.rank != 0:
+        return
+    typer.echo(f"best top-1 {result.best_top1:.2f}% at epoch {result.best_epoch}; checkpoints {result.best_checkpoint} "
+               f"and {result.last_checkpoint}; metrics {result.out_dir / 'metrics.csv'}")

@@ -1,0 +1,274 @@
+"""Training options: one dataclass, filled from defaults < YAML file < command-line flags.
+
+The defaults are a recipe for training small ViTs from scratch on small data (DeiT-style
+regularisation: AdamW, warm-up + cosine, label smoothing, RandAugment, mixup/cutmix,
+drop-path, gradient clipping). Every augmentation can be switched off one by one, or all
+at once with ``augment: false``. This module imports no torch, so the CLI can validate a
+config instantly.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple, Union, get_type_hints
+
+from ..errors import AttnlabError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Keys that may change when a run is resumed (they do not change the numbers it computes).
+RUNTIME_KEYS = frozenset({"data_dir", "download", "device", "out", "progress", "threads", "save_every"})
+
+PROGRESS_MODES = ("auto", "on", "off")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Every training option; see the field comments for what each one does and why."""
+
+    # what to train on what
+    model: Optional[str] = None              # registered model name, e.g. revit_micro_patch4_32
+    dataset: str = "fashion-mnist"           # a name attnlab.data.load_dataset knows
+    data_dir: Optional[str] = None           # where the dataset lives (its official layout)
+    download: bool = False                   # let the loader download a missing dataset
+    subset: Optional[int] = None             # train on the first N training images only
+    eval_split: str = "test"                 # the held-out split evaluated after every epoch
+    out: Optional[str] = None                # run folder; default runs/<model>_<dataset>
+    # schedule
+    epochs: int = 50
+    batch_size: int = 128                    # global batch (split over all processes)
+    lr: float = 1e-3                         # peak learning rate (after warm-up)
+    min_lr: float = 1e-5                     # end of the cosine schedule
+    warmup_epochs: float = 5.0               # linear warm-up; at most a fifth of the run
+    weight_decay: float = 0.05               # AdamW; never on 1-D params, ReViT's a, pos/cls tokens
+    clip_grad: float = 1.0                   # max global grad norm; 0 = no clipping
+    # regularisation and augmentation
+    label_smoothing: float = 0.1
+    drop_path: float = 0.1                   # stochastic depth rate
+    augment: bool = True                     # false switches every augmentation below off
+    randaugment: Optional[str] = "rand-m9-n2"  # timm-style "rand-m<M>-n<N>"; none/null = off
+    crop_padding: int = 4                    # random crop after zero-padding this many pixels; 0 = off
+    hflip: float = 0.5                       # horizontal flip probability; 0 = off
+    mixup: float = 0.8                       # mixup alpha; 0 = off
+    cutmix: float = 1.0                      # cutmix alpha; 0 = off
+    mixup_prob: float = 1.0                  # chance a batch is mixed at all
+    mixup_switch_prob: float = 0.5           # chance of cutmix instead of mixup when both are on
+    ema: bool = False                        # keep an EMA of the weights (evaluated and saved instead)
+    ema_decay: float = 0.999
+    amp: bool = True                         # mixed precision; only ever used on a GPU
+    # run control
+    seed: int = 0
+    device: str = "auto"                     # auto | cpu | cuda
+    eval_batch_size: int = 256
+    save_every: int = 50                     # write the resume state every K steps (and every epoch end); 0 = epoch ends only
+    threads: Optional[int] = None            # torch CPU threads for this run (default: torch's choice)
+    progress: str = "auto"                   # progress bar: auto (when stderr is a terminal) | on | off
+
+    # ------------------------------------------------------------------ conversions
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain data (for checkpoints, resume state and YAML)."""
+        return asdict(self)
+
+    @classmethod
+    def keys(cls) -> list:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str = "config") -> "TrainConfig":
+        """Build from plain values, coercing types and refusing unknown keys with one line."""
+        cfg = cls()
+        cfg.update(values, source)
+        return cfg
+
+    def update(self, values: Mapping[str, Any], source: str = "config") -> "TrainConfig":
+        """Set the given keys (type-checked); ``source`` names where they came from in errors."""
+        hints = get_type_hints(type(self))
+        known = self.keys()
+        for raw_key, value in values.items():
+            key = str(raw_key).replace("-", "_")
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise AttnlabError(f"unknown option {raw_key!r} in {source}{hint} (known: {', '.join(known)})")
+            setattr(self, key, _coerce(value, hints[key], key, source))
+        return self
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> "TrainConfig":
+        """Raise one line for the first option that cannot work; returns self."""
+        if not self.model:
+            raise AttnlabError("no model given: pass --model NAME (see `attnlab models`) or set model: in the config file")
+        _at_least("epochs", self.epochs, 1)
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("eval_batch_size", self.eval_batch_size, 1)
+        if self.subset is not None:
+            _at_least("subset", self.subset, 1)
+        if self.threads is not None:
+            _at_least("threads", self.threads, 1)
+        _at_least("save_every", self.save_every, 0)
+        _at_least("crop_padding", self.crop_padding, 0)
+        _at_least("seed", self.seed, 0)
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise AttnlabError(f"lr must be a positive number, not {self.lr}")
+        for name in ("min_lr", "weight_decay", "clip_grad", "warmup_epochs", "mixup", "cutmix", "drop_path"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise AttnlabError(f"{name} must be a number >= 0, not {v}")
+        for name in ("label_smoothing", "hflip", "mixup_prob", "mixup_switch_prob"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:
+                raise AttnlabError(f"{name} must be between 0 and 1, not {v}")
+        if self.drop_path >= 1:
+            raise AttnlabError(f"drop_path must be below 1, not {self.drop_path}")
+        if not 0 <= self.ema_decay < 1:
+            raise AttnlabError(f"ema_decay must be in [0, 1), not {self.ema_decay}")
+        if self.device not in DEVICES:
+            raise AttnlabError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        if self.progress not in PROGRESS_MODES:
+            raise AttnlabError(f"progress must be one of {', '.join(PROGRESS_MODES)}, not {self.progress!r}")
+        if self.randaugment is not None:
+            parse_randaugment(self.randaugment)
+        return self
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def out_dir(self) -> Path:
+        """The run folder (default ``runs/<model>_<dataset>``)."""
+        return Path(self.out) if self.out else Path("runs") / f"{self.model}_{self.dataset}"
+
+    @property
+    def mixing(self) -> bool:
+        """Whether batches are mixed (mixup or cutmix)."""
+        return self.augment and (self.mixup > 0 or self.cutmix > 0) and self.mixup_prob > 0
+
+
+def parse_randaugment(spec: str) -> Tuple[int, int]:
+    """``"rand-m9-n2"`` -> (magnitude 9 of 10, 2 ops per image), timm's notation."""
+    parts = str(spec).strip().lower().split("-")
+    magnitude, num_ops = 9, 2
+    if parts[0] != "rand":
+        raise AttnlabError(f"randaugment must look like 'rand-m9-n2' (or none), not {spec!r}")
+    for part in parts[1:]:
+        try:
+            if part.startswith("m"):
+                magnitude = int(part[1:])
+            elif part.startswith("n"):
+                num_ops = int(part[1:])
+            else:
+                raise ValueError(part)
+        except ValueError:
+            raise AttnlabError(f"randaugment {spec!r}: only m<magnitude 0..10> and n<ops> are supported, "
+                               f"not {part!r}") from None
+    if not 0 <= magnitude <= 10 or num_ops < 1:
+        raise AttnlabError(f"randaugment {spec!r}: magnitude must be 0..10 and ops >= 1")
+    return magnitude, num_ops
+
+
+def _at_least(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise AttnlabError(f"{name} must be a whole number >= {low}, not {value!r}")
+
+
+_NONE_WORDS = ("none", "null", "off", "")
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Bring a YAML / CLI value to the field's type, or raise one line."""
+    optional = getattr(hint, "__args__", None) is not None and type(None) in hint.__args__
+    base = next((a for a in getattr(hint, "__args__", (hint,)) if a is not type(None)), hint)
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+        if optional:
+            return None
+        raise AttnlabError(f"option {key} in {source} needs a value")
+    bad = AttnlabError(f"option {key} in {source} must be {_type_name(base)}, not {value!r}")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.strip().lower() in ("true", "yes", "on", "1")
+        raise bad
+    if base is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise bad from None
+        raise bad
+    if base is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise bad from None
+        raise bad
+    if base is str:
+        if isinstance(value, bool):  # YAML 1.1 reads bare on/off/yes/no as booleans
+            if optional and value is False:
+                return None
+            return "on" if value else "off"
+        if isinstance(value, (str, os.PathLike)):
+            return os.fspath(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    return value
+
+
+def _type_name(t: Any) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(t, str(t))
+
+
+def read_config_file(path: PathLike) -> Dict[str, Any]:
+    """Read a YAML config (``yaml.safe_load``): a mapping of option names to values."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise AttnlabError(f"config file not found: {p}" if not p.exists() else f"config {p} is a folder, not a YAML file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = " ".join(str(e).split())
+        raise AttnlabError(f"cannot read config {p}: not valid YAML ({first[:200]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise AttnlabError(f"config {p} must be a mapping of option: value, found a {type(data).__name__}")
+    return data
+
+
+def resolve_config(config_file: Optional[PathLike] = None, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
+    """Defaults, then the YAML file, then explicit overrides (the CLI flags that were given)."""
+    cfg = TrainConfig()
+    if config_file is not None:
+        cfg.update(read_config_file(config_file), f"config file {config_file}")
+    cfg.update({k: v for k, v in (overrides or {}).items() if v is not None}, "the command line")
+    return cfg
+
+
+def explicit_values(config_file: Optional[PathLike] = None, overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Just the keys a user set (file and flags), type-checked: what a resume may compare."""
+    values: Dict[str, Any] = {}
+    probe = TrainConfig()
+    if config_file is not None:
+        raw = read_config_file(config_file)
+        probe.update(raw, f"config file {config_file}")
+        values.update({str(k).replace("-", "_"): getattr(probe, str(k).replace("-", "_")) for k in raw})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    probe.update(given, "the command line")
+    values.update({k: getattr(probe, k) for k in given})
+    return values
