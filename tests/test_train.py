@@ -304,3 +304,25 @@ def test_two_gloo_processes_equal_one_process(tmp_path, fmnist):
     _, rows_b = read_rows(tmp_path / "one" / "metrics.csv")
     assert float(rows_a[0]["train_loss"]) == pytest.approx(float(rows_b[0]["train_loss"]), rel=1e-4)
     assert rows_a[0]["top1"] == rows_b[0]["top1"]
+
+
+def test_model_options_and_kept_epochs(tmp_path):
+    from attnlab import load_model
+    from attnlab.errors import AttnlabError
+    from attnlab.train import TrainConfig, train
+    from attnlab.train.synthetic import write_fashion_mnist_idx
+
+    data = write_fashion_mnist_idx(tmp_path / "d", n_train=32, n_test=16)
+    cfg = TrainConfig(model="revit_micro_patch4_32", data_dir=str(data), epochs=2, batch_size=16, augment=False,
+                      model_options="alpha=0.25,learn_alpha=false", keep_epochs="1", out=str(tmp_path / "run"),
+                      progress="off")
+    train(cfg.validate(), log=lambda m: None)
+    model, spec = load_model(tmp_path / "run" / "epoch_1.pt")
+    assert spec.options["alpha"] == 0.25 and spec.options["learn_alpha"] is False
+    assert float(model.alpha) == 0.25 and not (tmp_path / "run" / "epoch_2.pt").exists()
+    assert spec.provenance["epochs"] == 1
+    with pytest.raises(AttnlabError, match="key=value"):
+        TrainConfig(model="vit_micro_patch4_32", model_options="alpha").validate()
+    with pytest.raises(AttnlabError, match="keep_epochs"):
+        TrainConfig(model="vit_micro_patch4_32", keep_epochs="x").validate()
+    assert TrainConfig(model="m", epochs=3, keep_epochs="all").kept_epochs() == {1, 2, 3}

@@ -27,6 +27,8 @@ def train(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<model>_<dataset>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with any of these options (flags override it).")] = None,
+    model_options: Annotated[Optional[str], typer.Option("--model-options", help="Extra model options, e.g. alpha=0.25,learn_alpha=false or cb_placement=block.")] = None,
+    keep_epochs: Annotated[Optional[str], typer.Option("--keep-epochs", help="Also keep epoch_<k>.pt after these epochs: 1,2,4 or all.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW weight decay (default 0.05).", rich_help_panel=_RECIPE)] = None,
     warmup_epochs: Annotated[Optional[float], typer.Option("--warmup-epochs", help="Linear warm-up epochs (default 5).", rich_help_panel=_RECIPE)] = None,
     label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", help="Default 0.1.", rich_help_panel=_RECIPE)] = None,
@@ -53,7 +55,7 @@ def train(
         "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing, "drop_path": drop_path,
         "clip_grad": clip_grad, "ema": ema, "amp": amp, "augment": augment, "randaugment": randaugment,
         "crop_padding": crop_padding, "hflip": hflip, "mixup": mixup, "cutmix": cutmix, "save_every": save_every,
-        "threads": threads, "progress": progress,
+        "threads": threads, "progress": progress, "model_options": model_options, "keep_epochs": keep_epochs,
     }
     if resume:
         explicit = explicit_values(config, flags)

@@ -67,6 +67,8 @@ class TrainConfig:
     save_every: int = 50                     # write the resume state every K steps (and every epoch end); 0 = epoch ends only
     threads: Optional[int] = None            # torch CPU threads for this run (default: torch's choice)
     progress: str = "auto"                   # progress bar: auto (when stderr is a terminal) | on | off
+    model_options: Optional[str] = None      # extra model options "key=value,...", e.g. alpha=0.25,learn_alpha=false
+    keep_epochs: Optional[str] = None        # also keep epoch_<k>.pt after these epochs: "1,2,4" or "all"
 
     # ------------------------------------------------------------------ conversions
     def to_dict(self) -> Dict[str, Any]:
@@ -132,7 +134,45 @@ class TrainConfig:
             raise AttnlabError(f"progress must be one of {', '.join(PROGRESS_MODES)}, not {self.progress!r}")
         if self.randaugment is not None:
             parse_randaugment(self.randaugment)
+        self.parsed_model_options()
+        self.kept_epochs()
         return self
+
+    def parsed_model_options(self) -> Dict[str, Any]:
+        """``model_options`` as keyword arguments (numbers, true/false and words)."""
+        out: Dict[str, Any] = {}
+        for item in (self.model_options or "").split(","):
+            if not item.strip():
+                continue
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise AttnlabError(f"model_options must be key=value pairs separated by commas, not {item!r}")
+            raw = raw.strip()
+            value: Any = raw
+            if raw.lower() in ("true", "false"):
+                value = raw.lower() == "true"
+            else:
+                for cast in (int, float):
+                    try:
+                        value = cast(raw)
+                        break
+                    except ValueError:
+                        pass
+            out[key.strip()] = value
+        return out
+
+    def kept_epochs(self) -> frozenset:
+        """Epochs whose checkpoint is kept as ``epoch_<k>.pt`` besides last/best."""
+        text = (self.keep_epochs or "").strip().lower()
+        if text == "all":
+            return frozenset(range(1, self.epochs + 1))
+        try:
+            epochs = frozenset(int(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise AttnlabError(f"keep_epochs must be 'all' or comma-separated epoch numbers, not {self.keep_epochs!r}") from None
+        if any(e < 1 for e in epochs):
+            raise AttnlabError(f"keep_epochs are epoch numbers from 1, not {self.keep_epochs!r}")
+        return epochs
 
     # ------------------------------------------------------------------ derived
     @property

@@ -247,7 +247,7 @@ class Trainer:
         cfg = self.config
         try:
             return create_model(cfg.model, in_chans=channels, num_classes=len(self.classes),
-                                drop_path_rate=cfg.drop_path)
+                                drop_path_rate=cfg.drop_path, **cfg.parsed_model_options())
         except ModelNameError:
             raise
         except (TypeError, ValueError, AssertionError, RuntimeError) as e:
@@ -421,6 +421,9 @@ class Trainer:
             "weights": "ema" if self.ema is not None else "model",
         }
         save_checkpoint(self.eval_model, out / "last.pt", classes=self.classes, input_spec=self.spec, provenance=prov)
+        if int(row["epoch"]) in self.config.kept_epochs():
+            save_checkpoint(self.eval_model, out / f"epoch_{int(row['epoch'])}.pt", classes=self.classes,
+                            input_spec=self.spec, provenance=prov)
         if int(row["epoch"]) == self.best_epoch:
             save_checkpoint(self.eval_model, out / "best.pt", classes=self.classes, input_spec=self.spec,
                             provenance=prov)
