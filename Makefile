@@ -9,7 +9,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 OUT ?= out/demo
 JOBS ?= 2
 
-.PHONY: help env data demo test lint clean figures
+.PHONY: help env data demo test clean figures
 
 help:
 	@echo "make demo   run the main job into $(OUT)"
@@ -39,3 +39,6 @@ test: env data
 
 clean:
 	rm -rf .venv .pytest_cache out
+
+figures: env data
+	$(RUN) attnlab figures

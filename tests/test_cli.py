@@ -109,3 +109,18 @@ def test_import_attnlab_registers_families_with_timm(order):
 def test_python_dash_m_works():
     proc = subprocess.run([sys.executable, "-m", "attnlab", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "models" in proc.stdout and "info" in proc.stdout
+
+
+def test_figures_runs_each_analysis_script_and_reports_failures(tmp_path):
+    scripts = tmp_path / "analyses"
+    scripts.mkdir()
+    (scripts / "01_ok.py").write_text("import sys, pathlib\npathlib.Path('ran_01').write_text(' '.join(sys.argv[1:]))\n")
+    (scripts / "02_fails.py").write_text("raise SystemExit(3)\n")
+    (scripts / "helper.py").write_text("raise SystemExit('not an analysis')\n")
+    result = runner.invoke(app, ["figures", "--analyses", str(scripts), "--only", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ran_01").read_text() == "--dataset fashion-mnist"
+    result = runner.invoke(app, ["figures", "--analyses", str(scripts)])
+    assert result.exit_code == 2 and "1 analysis script(s) failed: 02_fails.py" in result.stderr
+    result = runner.invoke(app, ["figures", "--analyses", str(scripts), "--only", "07"])
+    assert result.exit_code == 2 and "no analysis script numbered 07" in result.stderr

@@ -11,6 +11,7 @@ from .attention import entropy, globality
 from .demo import demo
 from .gradcam import gradcam
 from .evaluate import evaluate
+from .figures import figures
 from .info import info
 from .models import models
 from .robustness import robustness
@@ -31,6 +32,7 @@ app.command()(entropy)
 app.command()(robustness)
 app.command()(gradcam)
 app.command()(demo)
+app.command()(figures)
 app.command()(train)
 app.command()(evaluate)
 
