@@ -30,7 +30,7 @@ class DemoConfig:
     """What the demo runs; the defaults fit in about 20 minutes on 2 CPU cores."""
 
     epochs: int = 2
-    subset: Optional[int] = 30000        # training images per epoch (Fashion-MNIST has 60000)
+    subset: Optional[int] = 20000        # training images per epoch (Fashion-MNIST has 60000)
     batch_size: int = 128
     lr: float = 2e-3
     seed: int = 0

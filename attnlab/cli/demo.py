@@ -14,7 +14,7 @@ from .common import user_errors
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/demo"),
     epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 2,
-    subset: Annotated[Optional[int], typer.Option(help="Training images per epoch (default 30000 of 60000).")] = 30000,
+    subset: Annotated[Optional[int], typer.Option(help="Training images per epoch (default 20000 of 60000).")] = 20000,
     images: Annotated[int, typer.Option("--images", help="Test images for the attention and robustness analyses.")] = 512,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Fashion-MNIST files (default: the Debian package, or a download).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
