@@ -37,7 +37,9 @@ def random_rows(n: int, per_temperature: int = 200) -> pd.DataFrame:
 def head_points(ckpts, args) -> pd.DataFrame:
     out = []
     for m in load_models(list(ckpts.values()), list(ckpts)):
-        ds = load_dataset(split="test", channels=m.spec.input.channels, **dataset_args(args)).subset(256)
+        data = dataset_args(args)
+        ds = load_dataset(data["dataset"], split="test", data_dir=data["data_dir"],
+                          channels=m.spec.input.channels).subset(256)
         tf = eval_transform(m.spec.input)
         x = torch.stack([tf(ds.load_image(i)) for i in range(len(ds))])
         _, cache = run_with_cache(m.model, x, "*.attn.pattern")
@@ -78,8 +80,8 @@ if __name__ == "__main__":
     rows = []
     for _, r in heads.iterrows():
         for metric in ("entropy_norm", "jacobian_sq"):
-            rows.append(dict(model=r.model, checkpoint=r.checkpoint, arch=r.arch, attention="applied", layer=r.layer,
-                             head=r.head, metric=metric, value=r[metric], n_images=r.n_images))
+            rows.append(dict(model=r["model"], checkpoint=r["checkpoint"], arch=r["arch"], attention="applied",
+                             layer=r["layer"], head=r["head"], metric=metric, value=r[metric], n_images=r["n_images"]))
     with staged_outputs(out_dir("06_softmax_jacobian", args.dataset)) as stage:
         write_csv(tidy(rows), stage / "softmax_jacobian.csv")
         save_figure(fig, stage, "softmax_jacobian")

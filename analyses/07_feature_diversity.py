@@ -22,8 +22,9 @@ if __name__ == "__main__":
                               (axes[1], "effective_rank", "effective rank of patch tokens")]:
         for model, d in frame[frame["metric"] == metric].groupby("model", sort=False):
             d = d.sort_values("layer")
-            ax.plot(d["layer"] + 1, d["value"], marker="o", color=palette[model], label=model)
-            ax.fill_between(d["layer"] + 1, d["ci_low"], d["ci_high"], color=palette[model], alpha=0.2, linewidth=0)
+            ax.plot(d["layer"] + 1, d["value"].astype(float), marker="o", color=palette[model], label=model)
+            ax.fill_between(d["layer"] + 1, d["ci_low"].astype(float), d["ci_high"].astype(float), color=palette[model],
+                            alpha=0.2, linewidth=0)
         ax.set_xlabel("block")
         ax.set_ylabel(label)
     axes[0].legend(frameon=False)

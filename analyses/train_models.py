@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from common import RUNS
+from common import RUNS, dataset_args
 
 from attnlab.train import TrainConfig, train
 
@@ -34,7 +34,8 @@ def run(name: str, dataset: str, data_dir, epochs: int, subset, extra: dict) -> 
     if info.exists() and json.loads(info.read_text()).get("finished"):
         print(f"{name}: finished, skipping")
         return
-    cfg = TrainConfig(**{**RECIPE, "model": extra.get("model", name), "dataset": dataset, "data_dir": data_dir,
+    data = dataset_args(argparse.Namespace(dataset=dataset, data_dir=data_dir))
+    cfg = TrainConfig(**{**RECIPE, "model": extra.get("model", name), **data,
                          "epochs": epochs, "subset": subset, "out": str(out),
                          **{k: v for k, v in extra.items() if k != "model"}})
     result = train(cfg.validate(), resume=info.exists(), log=print)
