@@ -402,7 +402,7 @@ def measure_robustness(
             if attention else None
         progress = progress_factory(m.label, len(ds)) if progress_factory else None
         outcomes = evaluate_conditions(m.model, m.spec.input, loader, conditions, protocol=protocol, seed=seed,
-                                       max_batch=max(batch_size * 8, 256), device=dev, attention_stats=stats,
+                                       max_batch=batch_size, device=dev, attention_stats=stats,
                                        progress=progress)
         frame = summarise(outcomes, m.label, m.checkpoint, m.spec.arch, n_boot=n_boot, seed=seed)
         if stats:

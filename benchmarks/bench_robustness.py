@@ -51,7 +51,7 @@ def main() -> None:
                     model(chunk)
 
     def sweep():
-        evaluate_conditions(model, spec, batches, conds, max_batch=max(args.batch * 8, 256))
+        evaluate_conditions(model, spec, batches, conds, max_batch=args.batch)
 
     plain()
     t_plain, t_sweep = best_of(plain), best_of(sweep)
