@@ -224,7 +224,7 @@ def _renorm_rows(weighted: Tensor, mass: Tensor) -> Tensor:
 
 def _weighted_distance(block: Tensor, dist: Tensor) -> Tensor:
     """``sum_j A_ij d_ij`` per query: ``[B, H, G]``."""
-    return torch.einsum("bhij,ij->bhi", block, dist)
+    return (block * dist).sum(-1)  # an elementwise pass: faster on CPU than einsum's batched matmul
 
 
 def _mad_core(a: Tensor, layout: TokenLayout, renormalize: bool) -> Tensor:
@@ -244,7 +244,7 @@ def _globality_core(a: Tensor, layout: TokenLayout, radii: Tensor) -> Tensor:
     block, mass = _patch_block(a, layout)
     dist = _distances(layout, a.device)  # thresholds compared in float64: exact at integer radii
     beyond = (dist[None, :, :] > radii.to(a.device)[:, None, None]).to(a.dtype)  # [R, G, G]
-    far = torch.einsum("bhij,rij->bhir", block, beyond)  # [B, H, G, R]
+    far = torch.stack([(block * b).sum(-1) for b in beyond], dim=-1)  # [B, H, G, R]
     return _renorm_rows(far, mass[..., None]).mean(-2)  # [B, H, R]
 
 

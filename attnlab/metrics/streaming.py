@@ -187,7 +187,11 @@ class AttentionStats:
             if "mad_px_raw" in want:
                 values["mad_px_raw"] = weighted_px.mean(-1)
         if "nonlocality" in want:
-            values["nonlocality"] = _nonlocality_core(a, layout)
+            ph, pw = layout.patch_size
+            if ph == pw and "mad_px_raw" in values:  # square patches: patch units = pixels / p
+                values["nonlocality"] = values["mad_px_raw"] / ph
+            else:
+                values["nonlocality"] = _nonlocality_core(a, layout)
         if "prefix_mass" in want:
             values["prefix_mass"] = _prefix_mass_core(a, layout)
         if "globality" in want:
