@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..errors import AttnlabError
 
 STATE_FORMAT = "attnlab-train-state"
@@ -31,13 +31,6 @@ STATE_FILE = "resume.pt"
 STATE_INFO_FILE = "resume.json"
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def _umask_mode() -> int:
-    """The mode a plainly created file gets (mkstemp would leave it 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 # ----------------------------------------------------------------------------- seeds
@@ -109,36 +102,16 @@ def restore_rng(state: Dict[str, Any], generator: Optional[torch.Generator] = No
 # ----------------------------------------------------------------------------- files
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, _umask_mode())
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:
     """Write text atomically (metrics.csv, resume.json): readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, _umask_mode())
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def save_state(state: Dict[str, Any], out_dir: PathLike) -> Path:
