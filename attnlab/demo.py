@@ -42,17 +42,16 @@ class DemoConfig:
     models: List[str] = field(default_factory=lambda: list(DEMO_MODELS))
 
 
-def _stamp(folder: Path, config: Dict) -> Path:
-    return folder / ".attnlab-stage.json"
+STAMP = ".attnlab-stage.json"  # the demo settings a finished stage was made with
 
 
 def _done(folder: Path, config: Dict) -> bool:
-    stamp = _stamp(folder, config)
+    stamp = folder / STAMP
     return stamp.exists() and json.loads(stamp.read_text()) == config
 
 
 def _mark(folder: Path, config: Dict) -> None:
-    _stamp(folder, config).write_text(json.dumps(config, sort_keys=True))
+    (folder / STAMP).write_text(json.dumps(config, sort_keys=True))
 
 
 def train_stage(cfg: DemoConfig, out: Path, log: Log) -> Dict[str, Path]:

@@ -265,7 +265,6 @@ def evaluate_conditions(
     ``max_batch`` images. ``attention_stats`` (condition -> AttentionStats) also measures
     attention at each condition.
     """
-    from .capture import hooks
     from .layout import TokenLayout
 
     if protocol not in PROTOCOLS:
@@ -283,8 +282,7 @@ def evaluate_conditions(
             views = [images] + [c.apply(images, g) for c in conditions]
         stacked = normalise(torch.cat(views), spec)
         probs = _forward(model, stacked, max_batch, device, conditions, B, attention_stats,
-                         TokenLayout.from_model(model, tuple(images.shape[-2:])) if attention_stats else None,
-                         hooks)
+                         TokenLayout.from_model(model, tuple(images.shape[-2:])) if attention_stats else None)
         chunks = probs.split(B)
         base = chunks[0]
         for c, p in zip(conditions, chunks[1:]):
@@ -296,8 +294,10 @@ def evaluate_conditions(
                          for f in ("correct", "consistent", "prob_change", "js"))) for c in conditions}
 
 
-def _forward(model, stacked, max_batch, device, conditions, B, attention_stats, layout, hooks) -> torch.Tensor:
+def _forward(model, stacked, max_batch, device, conditions, B, attention_stats, layout) -> torch.Tensor:
     """Softmax outputs of ``stacked`` in chunks; attention of each condition's images to its stats."""
+    from .capture import hooks
+
     out = []
     with torch.inference_mode():
         for start in range(0, stacked.shape[0], max_batch):
