@@ -438,3 +438,53 @@ def test_softmax_jacobian_norm_closed_form_matches_autograd():
     uniform = torch.full((1, 16), 1 / 16)
     assert softmax_jacobian_sq_norm(uniform).item() == pytest.approx(uniform_jacobian_sq_norm(16))
     assert softmax_jacobian_sq_norm(torch.eye(5)).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_globality_on_random_maps_matches_pairwise_loop(dtype):
+    """Unsorted and repeated radii, a prefix token, float32 and float64, both ring-sum paths."""
+    from attnlab.metrics.attention import _ring_mass, _rings_cpu
+
+    torch.manual_seed(0)
+    gh, gw, num_prefix = 3, 4, 1
+    layout = TokenLayout(num_prefix, (gh, gw), 8)
+    a = torch.randn(2, 3, 13, 13, dtype=torch.float64).mul(3).softmax(-1)
+    a[0, 0, 5, 7] = 0.0  # an exact zero
+    a = (a / a.sum(-1, keepdim=True)).to(dtype)
+    radii = [2.0, 0.0, 1.0, 2.0, 1.5, 10.0]
+    pts = grid_points(gh, gw)
+    block = a[..., num_prefix:, num_prefix:].double()
+    expected = torch.empty(2, 3, len(radii), dtype=torch.float64)
+    for k, r in enumerate(radii):
+        far = torch.tensor([[math.dist(p, q) > r for q in pts] for p in pts], dtype=torch.float64)
+        expected[..., k] = ((block * far).sum(-1) / block.sum(-1)).mean(-1)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert torch.allclose(globality_curve_per_image(a, layout, radii), expected, atol=tol)
+    ring, _, n_rings = _rings_cpu(layout, tuple(radii))
+    by_scatter = _ring_mass(a[..., 1:, 1:], ring, n_rings, scatter=True)
+    by_onehot = _ring_mass(a[..., 1:, 1:], ring, n_rings, scatter=False)
+    assert torch.allclose(by_scatter, by_onehot, atol=tol)
+    assert torch.allclose(by_scatter.sum(-1), a[..., 1:, 1:].sum(-1), atol=tol)
+
+
+def test_entropy_with_exact_zeros_matches_xlogy():
+    torch.manual_seed(1)
+    for dtype in (torch.float32, torch.float64):
+        a = torch.rand(2, 2, 9, 9, dtype=torch.float64)
+        a[a < 0.5] = 0.0
+        a[..., 0] += 1e-3  # no all-zero rows
+        a = (a / a.sum(-1, keepdim=True)).to(dtype)
+        reference = -torch.special.xlogy(a.double(), a.double()).sum(-1).mean(-1)
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        assert torch.allclose(attention_entropy_per_image(a), reference, atol=tol)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_one_non_finite_entry_is_refused(bad):
+    a = uniform(2, 2, 5).clone()
+    a[1, 0, 3, 2] = bad
+    with pytest.raises(ValueError, match="NaN or inf") as e:
+        attention_entropy(a)
+    _one_line(e)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        globality_curve(a.float(), TokenLayout(1, 2, 16), [1.0])

@@ -24,6 +24,7 @@ from .attention import (
     _distances,
     _patch_block,
     _renorm_rows,
+    _row_entropy,
     _weighted_distance,
     _nonlocality_core,
     _prefix_mass_core,
@@ -169,7 +170,7 @@ class AttentionStats:
         values: Dict[str, Tensor] = {}
         # one pass over the map for each expensive part, shared by the metrics that need it
         if want & {"entropy", "entropy_norm", "entropy_patch", "entropy_prefix"}:
-            row_entropy = torch.special.entr(a).sum(-1)                  # [B, H, N], entr = -x log x
+            row_entropy = _row_entropy(a)                                 # [B, H, N]
             entropy = row_entropy.mean(-1)
             if "entropy" in want:
                 values["entropy"] = entropy
