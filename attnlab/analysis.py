@@ -19,9 +19,9 @@ from torch import nn
 from .capture import hooks, hook_point_names
 from .layout import TokenLayout
 from .metrics import DEFAULT_RADII, METRIC_NAMES, AttentionStats
+from .tables import tidy
 
 TOKEN_METRICS = ("token_cosine", "effective_rank")
-from .tables import tidy
 
 Progress = Optional[Callable[[int], None]]
 
@@ -106,7 +106,7 @@ def analyse_attention(
         raise AttnlabError("no images to analyse")
     frames = [s.to_frame(label, checkpoint, attention) for attention, s in stats.items()]
     frame = tidy(pd.concat(frames, ignore_index=True), arch=arch)
-    is_token_metric = frame["metric"].isin(["token_cosine", "effective_rank"])
+    is_token_metric = frame["metric"].isin(TOKEN_METRICS)
     frame.loc[is_token_metric, "attention"] = "-"
     notes = []
     if any(hasattr(blk, "broadcast") for blk in getattr(model, "blocks", [])):

@@ -8,6 +8,8 @@
 2. Against timm's ``AttentionExtract`` (with the model built unfused, as it requires)
    followed by the same metrics computed map by map with attnlab's public functions.
 3. Peak memory (max RSS of a fresh process) analysing 4,096 images vs 256: target <= 1.10x.
+
+Times are process CPU time on one thread unless ``--clock wall`` (see timing.py).
 """
 from __future__ import annotations
 
@@ -16,9 +18,9 @@ import copy
 import resource
 import subprocess
 import sys
-import time
 
 import torch
+from timing import add_clock_options, best_of, setup_clock
 
 import attnlab  # noqa: F401  (registers the families)
 from attnlab.analysis import analyse_attention
@@ -35,15 +37,6 @@ def batches(n_images: int, batch: int, chans: int, size: int, seed: int = 0):
         yield torch.randn(min(batch, n_images - start), chans, size, size, generator=g)
 
 
-def best_of(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def unfused(model):
     m = copy.deepcopy(model)
     for blk in m.blocks:
@@ -51,7 +44,7 @@ def unfused(model):
     return m
 
 
-def bench_model(name: str, n_images: int, batch: int) -> None:
+def bench_model(name: str, n_images: int, batch: int, clock) -> None:
     kwargs = {"in_chans": 1} if "patch4_32" in name else {}
     model = create_model(name, **kwargs).eval()
     size = model.patch_embed.img_size[0]
@@ -65,10 +58,10 @@ def bench_model(name: str, n_images: int, batch: int) -> None:
                 plain(x)
 
     forward()  # warm up
-    t_fwd = best_of(forward)
+    t_fwd = best_of(forward, clock)
     rows = [("forward, explicit attention", t_fwd)]
     for label, metrics in [("globality metrics", GLOBALITY_METRICS), ("entropy metrics", ENTROPY_METRICS)]:
-        t = best_of(lambda: analyse_attention(model, data, label="m", checkpoint="-", metrics=metrics))
+        t = best_of(lambda: analyse_attention(model, data, label="m", checkpoint="-", metrics=metrics), clock)
         rows.append((f"analyse_attention, {label}", t))
 
     from timm.utils import AttentionExtract
@@ -92,7 +85,7 @@ def bench_model(name: str, n_images: int, batch: int) -> None:
     if "revit" in name:
         t_timm = None  # timm's extractor cannot see ReViT's residual attention modules
     else:
-        t_timm = best_of(timm_then_metrics)
+        t_timm = best_of(timm_then_metrics, clock)
     print(f"\n{name}: {n_images} images, batch {batch}, {torch.get_num_threads()} threads")
     for label, t in rows:
         print(f"  {label:42s} {n_images / t:8.1f} img/s   ratio to forward {t_fwd / t:5.2f}x")
@@ -122,10 +115,12 @@ def main() -> None:
     parser.add_argument("--models", default="vit_micro_patch4_32,revit_micro_patch4_32,vit_tiny_patch16_224")
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch", type=int, default=64)
+    add_clock_options(parser)
     args = parser.parse_args()
+    clock = setup_clock(args)
     for name in args.models.split(","):
         n = args.images if "patch4_32" in name else max(args.images // 4, args.batch)
-        bench_model(name, n, args.batch)
+        bench_model(name, n, args.batch, clock)
     small, large = peak_rss_mb(256, "revit_micro_patch4_32"), peak_rss_mb(4096, "revit_micro_patch4_32")
     print(f"\npeak memory (max RSS), revit_micro_patch4_32, all metrics: 256 images {small:.0f} MB, "
           f"4096 images {large:.0f} MB, ratio {large / small:.3f}x")

@@ -26,6 +26,7 @@ import types
 from pathlib import Path
 
 import torch
+from timing import add_clock_options, setup_clock
 from torch import nn
 
 
@@ -161,18 +162,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison")
     ap.add_argument("--step-repeats", type=int, default=6, help="timed steps per model per round in (b)")
     ap.add_argument("--size", default="micro", help="model size for (b): micro, tiny or small")
-    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                    help="cpu: process CPU time on one thread (robust on shared machines); wall: wall clock")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default 1 with --clock cpu)")
+    add_clock_options(ap)
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
     global CLOCK
-    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
-    threads = args.threads or (1 if args.clock == "cpu" else None)
-    if threads:
-        torch.set_num_threads(threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch_size}, "
-          f"{args.clock} clock")
+    CLOCK = setup_clock(args)
+    print(f"batch {args.batch_size}")
 
     data, spec, data_dir, source = load_data(args.images, args.data_dir)
     print(f"data: {source}, {len(data)} training images in memory")
