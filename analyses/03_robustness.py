@@ -9,7 +9,9 @@ from common import dataset_args, main_checkpoints, out_dir, parser
 from attnlab.robustness import measure_robustness, write_robustness
 
 if __name__ == "__main__":
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.set_defaults(images=500)  # 65 views of each image per model
+    args = p.parse_args()
     ckpts = main_checkpoints(args.dataset)
     common = dict(num_images=args.images, **dataset_args(args))
     line, _ = measure_robustness(list(ckpts.values()), list(ckpts), shifts=[0, 1, 2, 3, 4, 6, 8, 12],
