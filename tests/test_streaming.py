@@ -191,3 +191,21 @@ def test_inconsistent_updates_raise_and_leave_state_alone():
     assert stats.to_frame("m", "c").equals(before)
     with pytest.raises(ValueError, match="radii"):
         AttentionStats(radii=[-1.0])
+
+
+def test_updates_leave_maps_untouched_and_scratch_follows_dtype():
+    """The reused scratch never writes into the caller's map, whatever its dtype or size."""
+    layout = TokenLayout(1, (2, 3), 8)
+    stats = AttentionStats(radii=RADII)
+    n = layout.num_tokens
+    maps = batches(layout, 2, [3]) + [torch.randn(5, 2, n, n, dtype=torch.float64).softmax(-1)] + batches(layout, 2, [2])
+    copies = [a.clone() for a in maps]
+    for layer, a in enumerate(maps):
+        stats.update(layer, a, layout)
+    assert all(torch.equal(a, c) for a, c in zip(maps, copies))
+    rows = index_rows(stats.rows("m", "c"))
+    for layer, a in enumerate(maps):
+        direct = direct_per_image(a, layout)
+        for name in ("entropy", "mad_px"):
+            got = torch.tensor([rows[(layer, name, h, None)]["value"] for h in range(2)], dtype=torch.float64)
+            assert torch.allclose(got, direct[name].mean(0), atol=1e-5), (layer, name)

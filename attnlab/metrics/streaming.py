@@ -123,6 +123,7 @@ class AttentionStats:
         self._layer_moments: Dict[Tuple[int, str], _Moments] = {}  # per-image means over heads
         self._layouts: Dict[int, TokenLayout] = {}
         self._heads: Dict[int, int] = {}
+        self._work: Optional[Tensor] = None  # scratch reused by every update (see _scratch)
 
     # ------------------------------------------------------------------ updates
 
@@ -155,6 +156,18 @@ class AttentionStats:
                     self._layer_moments[key] = _Moments(v.shape[2:])
                 self._layer_moments[key].add(v.mean(dim=1))
 
+    def _scratch(self, like: Tensor) -> Tensor:
+        """A tensor shaped like ``like`` over storage kept between updates.
+
+        Per-element temporaries as large as a map, allocated afresh for every layer of
+        every batch, cost more than the arithmetic on them: the allocator hands such
+        blocks back to the system and takes them again, zeroing pages each time.
+        """
+        work = self._work
+        if work is None or work.numel() < like.numel() or work.dtype != like.dtype or work.device != like.device:
+            work = self._work = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+        return work[: like.numel()].view(like.shape)
+
     def update(self, layer: int, attn: Tensor, layout: TokenLayout) -> None:
         """Add one batch of attention maps ``[B, heads, N, N]`` of block ``layer``."""
         layer, layout = self._layer_key(layer, layout, "AttentionStats.update")
@@ -170,7 +183,7 @@ class AttentionStats:
         values: Dict[str, Tensor] = {}
         # one pass over the map for each expensive part, shared by the metrics that need it
         if want & {"entropy", "entropy_norm", "entropy_patch", "entropy_prefix"}:
-            row_entropy = _row_entropy(a)                                 # [B, H, N]
+            row_entropy = _row_entropy(a, out=self._scratch(a))          # [B, H, N]
             entropy = row_entropy.mean(-1)
             if "entropy" in want:
                 values["entropy"] = entropy
@@ -182,7 +195,8 @@ class AttentionStats:
                 values["entropy_prefix"] = row_entropy[..., :p].mean(-1)
         if want & {"mad_px", "mad_px_raw"}:
             block, mass = _patch_block(a, layout)
-            weighted_px = _weighted_distance(block, _distances(layout, a.device, pixels=True, dtype=dtype))
+            weighted_px = _weighted_distance(block, _distances(layout, a.device, pixels=True, dtype=dtype),
+                                             out=self._scratch(block))
             if "mad_px" in want:
                 values["mad_px"] = _renorm_rows(weighted_px, mass).mean(-1)
             if "mad_px_raw" in want:
