@@ -1,8 +1,9 @@
 """Globality over training: per-layer mean attention distance at initialisation and after
 every epoch, ViT vs ReViT (does residual attention keep early layers local as it learns?).
 
-Reads runs/<dataset>/<model>/epoch_<k>.pt (train_models.py keeps every epoch); epoch 0 is
-the same architecture freshly initialised with the run's seed. Writes
+Reads runs/<dataset>/<model>/epoch_<k>.pt (train_models.py keeps every epoch) at epochs
+1, 2, 4, 8, ... and the last; epoch 0 is the same architecture freshly initialised with the
+run's seed. Writes
 figures/08_globality_over_training/.
 """
 import re
@@ -30,6 +31,7 @@ if __name__ == "__main__":
         epochs = sorted(int(re.findall(r"\d+", p.stem)[0]) for p in run.glob("epoch_*.pt"))
         if not epochs:
             raise SystemExit(f"no epoch checkpoints in {run}: run `uv run python analyses/train_models.py` first")
+        epochs = [e for e in epochs if e & (e - 1) == 0 or e == epochs[-1]]  # 1, 2, 4, 8, ... and the last
         trained, spec = load_model(run / f"epoch_{epochs[-1]}.pt")
         torch.manual_seed(spec.provenance.get("seed", 0))
         init = create_model(spec.arch, **spec.options)
