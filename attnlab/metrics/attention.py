@@ -285,12 +285,14 @@ def _ring_mass(block: Tensor, ring: Tensor, n_rings: int, scatter: Optional[bool
 def _globality_core(a: Tensor, layout: TokenLayout, radii: Tensor) -> Tensor:
     ring, where, n_rings = _rings_cpu(layout, tuple(radii.tolist()))
     p = layout.num_prefix_tokens
-    by_ring = _ring_mass(a[..., p:, p:], ring.to(a.device), n_rings)   # [B, H, G, U + 1]
-    # beyond u_m = mass on rings k > m: one small product with a strictly-lower mask
+    by_ring = _ring_mass(a[..., p:, p:], ring.to(a.device), n_rings)  # [B, H, G, U + 1]
+    # Renormalise each query's patch mass in place (a query with none keeps zeros), average
+    # over queries, then sum the rings beyond each radius: beyond u_m = rings k > m, one
+    # small product with a strictly-lower mask (the mean commutes with it).
+    mass = by_ring.sum(-1, keepdim=True).clamp_min_(torch.finfo(a.dtype).tiny)
+    share = by_ring.div_(mass).mean(-2)                                # [B, H, U + 1]
     outer = torch.ones(n_rings, n_rings - 1, dtype=a.dtype, device=a.device).tril(-1)
-    far = by_ring @ outer                                              # [B, H, G, U]
-    curve = _renorm_rows(far, by_ring.sum(-1, keepdim=True)).mean(-2)  # [B, H, U]
-    return curve[..., where.to(a.device)]                              # requested order
+    return (share @ outer)[..., where.to(a.device)]                    # [B, H, R], requested order
 
 
 def _prefix_mass_core(a: Tensor, layout: TokenLayout) -> Tensor:
