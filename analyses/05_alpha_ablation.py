@@ -10,6 +10,7 @@ import torch
 from common import RUNS, dataset_args, out_dir, parser
 
 from attnlab import load_model
+from attnlab.checkpoint import file_sha256
 from attnlab.outputs import staged_outputs
 from attnlab.plots import model_palette, save_figure, use_style
 from attnlab.study import measure_attention
@@ -30,9 +31,9 @@ if __name__ == "__main__":
         model, spec = load_model(path)
         m = spec.provenance["metrics"]
         alpha = model.alpha.detach().flatten()
-        rows.append(dict(model=labels[n], checkpoint=str(path), arch=spec.arch, metric="top1", value=float(m["top1"]),
+        rows.append(dict(model=labels[n], checkpoint=file_sha256(path), arch=spec.arch, metric="top1", value=float(m["top1"]),
                          n_images=10000))
-        rows.append(dict(model=labels[n], checkpoint=str(path), arch=spec.arch, metric="alpha",
+        rows.append(dict(model=labels[n], checkpoint=file_sha256(path), arch=spec.arch, metric="alpha",
                          value=float(alpha.mean()), n_images=0))
     summary = tidy(rows)
     use_style()
