@@ -501,8 +501,8 @@ def test_subset(tmp_path):
         load_dataset("fashion-mnist", data_dir=tmp_path / "f", subset=13)
     assert "has 12 items" in one_line_error(e)
     root = make_imagefolder(tmp_path / "if")
-    cat = load_dataset("imagefolder", "train", root, subset=4)  # bird 0,1 then cat 0,1
-    assert cat.targets.tolist() == [0, 0, 1, 1] and not cat.unreadable
+    few = load_dataset("imagefolder", "train", root, subset=4)  # classes in turn, kept in folder order
+    assert few.targets.tolist() == [0, 0, 1, 2] and not few.unreadable
     with pytest.raises(AttnlabError) as e:
         load_dataset("imagefolder", "train", root, subset=12)
     assert "has 11 items" in one_line_error(e)
@@ -567,3 +567,25 @@ def test_transform_errors():
         eval_transform(SPEC1, resize="stretch")
     with pytest.raises(AttnlabError, match="cannot build the training transform"):
         train_transform(SPEC1, randaugment="bogus-aa")
+
+
+def test_image_folder_subsets_take_the_classes_in_turn(tmp_path):
+    """A folder is stored class by class: a subset must not be the first class alone."""
+    import numpy as np
+    from PIL import Image
+
+    from attnlab.data import load_dataset
+    from attnlab.data.base import classes_in_turn
+
+    for cls, count in (("ant", 4), ("bee", 2), ("cat", 3)):
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        for k in range(count):
+            Image.new("RGB", (8, 8), (10 * k, 0, 0)).save(tmp_path / "test" / cls / f"{k}.png")
+    full = load_dataset("imagefolder", "test", data_dir=tmp_path)
+    assert full.targets.tolist() == [0, 0, 0, 0, 1, 1, 2, 2, 2]  # stored order unchanged
+    assert classes_in_turn(full.targets).tolist() == [0, 4, 6, 1, 5, 7, 2, 8, 3]
+    for sub in (full.subset(4), load_dataset("imagefolder", "test", data_dir=tmp_path, subset=4)):
+        assert sub.targets.tolist() == [0, 0, 1, 2]  # ant 0, ant 1, bee 0, cat 0, in folder order
+        assert [p.split("/")[-2:] for p in sub.paths] == [["ant", "0.png"], ["ant", "1.png"], ["bee", "0.png"],
+                                                           ["cat", "0.png"]]
+        assert np.asarray(sub[3][0]).shape == (8, 8, 3)

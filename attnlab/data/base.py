@@ -71,6 +71,17 @@ def check_split(dataset: str, split: str, splits: Sequence[str]) -> str:
     return split
 
 
+def classes_in_turn(targets: Sequence[int]) -> np.ndarray:
+    """Indices ordering items round-robin over classes (first of each class, then second...),
+    each class keeping its stored order."""
+    targets = np.asarray(targets)
+    rank = np.zeros(len(targets), dtype=np.int64)  # position of each item within its class
+    for c in np.unique(targets):
+        where = np.flatnonzero(targets == c)
+        rank[where] = np.arange(len(where))
+    return np.lexsort((targets, rank))
+
+
 def check_subset(subset: Optional[int], size: Optional[int] = None, what: str = "") -> Optional[int]:
     """``subset=N`` keeps the first N items; it must make sense for this dataset."""
     if subset is None:
@@ -194,15 +205,17 @@ class ImageDataset(torch.utils.data.Dataset):
         self.unreadable: List[str] = []
         self.ignored: List[str] = []
         self.conversions: Counter = Counter()
+        #: Stored class by class (image folders): subsets then take classes in turn.
+        self.class_ordered = False
 
     # what subclasses provide
     def load_image(self, index: int) -> Image.Image:
         """The untransformed image at ``index``, in ``self.mode``."""
         raise NotImplementedError
 
-    def _take(self, n: int) -> None:
-        """Keep the first ``n`` items (subclasses slice their storage too)."""
-        self.targets = self.targets[:n]
+    def _take(self, keep: np.ndarray) -> None:
+        """Keep the items at the sorted indices ``keep`` (subclasses index their storage too)."""
+        self.targets = self.targets[keep]
 
     # the Dataset protocol
     def __len__(self) -> int:
@@ -238,10 +251,13 @@ class ImageDataset(torch.utils.data.Dataset):
         return other
 
     def subset(self, n: int) -> "ImageDataset":
-        """A copy with the first ``n`` items (quick runs, smoke tests)."""
+        """A copy with ``n`` items: the first ``n``, or for a dataset stored class by class
+        (an image folder) the first ``n`` taking the classes in turn, in their stored order,
+        so that a subset of a sorted folder is not one or two classes."""
         n = check_subset(n, len(self), f"{self.name}/{self.split}")
         other = copy.copy(self)
-        other._take(n)  # type: ignore[arg-type]
+        keep = classes_in_turn(self.targets)[:n] if self.class_ordered else np.arange(n)
+        other._take(np.sort(keep))
         return other
 
     def summary(self) -> str:
@@ -280,11 +296,11 @@ class ArrayDataset(ImageDataset):
         img = Image.fromarray(self.images[index], self.native_mode)
         return img if self.native_mode == self.mode else img.convert(self.mode)
 
-    def _take(self, n: int) -> None:
-        super()._take(n)
-        self.images = self.images[:n]
+    def _take(self, keep: np.ndarray) -> None:
+        super()._take(keep)
+        self.images = self.images[keep]
         if self.conversions:
-            self.conversions = Counter({k: n for k in self.conversions})
+            self.conversions = Counter({k: len(keep) for k in self.conversions})
 
 
 class FileDataset(ImageDataset):
@@ -311,9 +327,9 @@ class FileDataset(ImageDataset):
                 "dataset was loaded with verify='header' (use verify='full' to skip such files up front)"
             ) from None
 
-    def _take(self, n: int) -> None:
-        super()._take(n)
-        self.paths = self.paths[:n]
+    def _take(self, keep: np.ndarray) -> None:
+        super()._take(keep)
+        self.paths = [self.paths[i] for i in keep]
 
 
 def build_file_dataset(
@@ -326,11 +342,21 @@ def build_file_dataset(
     root: Optional[PathLike],
     subset: Optional[int] = None,
     verify: str = "full",
+    class_ordered: bool = False,
 ) -> FileDataset:
-    """Check the files, then build the dataset; missing files count as unreadable."""
+    """Check the files, then build the dataset; missing files count as unreadable.
+
+    ``class_ordered``: the items are stored class by class, so ``subset`` takes the
+    classes in turn (see :meth:`ImageDataset.subset`)."""
     mode = mode_for(channels)
     subset = check_subset(subset)
-    readable, unreadable, conversions = scan_images(items, mode, verify=verify, limit=subset)
+    if subset is not None and class_ordered:
+        position = {path: k for k, (path, _) in enumerate(items)}
+        turn = classes_in_turn([label for _, label in items])
+        readable, unreadable, conversions = scan_images([items[k] for k in turn], mode, verify=verify, limit=subset)
+        readable.sort(key=lambda item: position[item[0]])
+    else:
+        readable, unreadable, conversions = scan_images(items, mode, verify=verify, limit=subset)
     if subset is not None and len(readable) < subset:
         check_subset(subset, len(readable), f"{name}/{split} (readable images)")
     if not readable:
@@ -341,6 +367,7 @@ def build_file_dataset(
     ds = FileDataset(readable, name=name, split=split, classes=classes, channels=channels, root=root)
     ds.unreadable = unreadable
     ds.conversions = conversions
+    ds.class_ordered = class_ordered
     return ds
 
 

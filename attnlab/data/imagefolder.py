@@ -83,7 +83,7 @@ def load_imagefolder(
         )
     ds = build_file_dataset(
         items, name="imagefolder", split=split, classes=class_list, channels=channels or 3, root=root,
-        subset=subset, verify=verify,
+        subset=subset, verify=verify, class_ordered=True,
     )
     ds.ignored = ignored
     return ds

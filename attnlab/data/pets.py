@@ -106,7 +106,8 @@ def load_pets(
         items = [(name, species - 1) for name, _, species in entries]
     # a listed image that is missing counts as unreadable, like a damaged one
     files = [(str(root / "images" / f"{name}.jpg"), label) for name, label in items]
+    # the official lists are sorted by breed: subsets take the classes in turn
     return build_file_dataset(
         files, name="pets", split=split, classes=classes, channels=channels or 3, root=root,
-        subset=subset, verify=verify,
+        subset=subset, verify=verify, class_ordered=True,
     )
