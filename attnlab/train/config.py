@@ -231,30 +231,17 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
             return value.strip().lower() in ("true", "yes", "on", "1")
         raise bad
-    if base is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+    if base in (int, float):
         if isinstance(value, str):
             try:
-                return int(value.strip())
+                value = base(value.strip())
             except ValueError:
                 raise bad from None
-        raise bad
-    if base is float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                raise bad from None
-        raise bad
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise bad
+        return base(value)
     if base is str:
         if isinstance(value, bool):  # YAML 1.1 reads bare on/off/yes/no as booleans
             if optional and value is False:
