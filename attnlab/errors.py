@@ -11,3 +11,8 @@ class CheckpointError(AttnlabError):
 
 class ModelNameError(AttnlabError):
     """A model name neither attnlab nor timm knows."""
+
+
+def one_line(text: object) -> str:
+    """An error message on one line, whatever an underlying exception says."""
+    return " ".join(str(text).split())

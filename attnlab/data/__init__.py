@@ -40,12 +40,13 @@ _ALIASES = {
     "image-folder": "imagefolder", "folder": "imagefolder",
 }
 
-_LAZY = {"eval_transform": "transforms", "train_transform": "transforms"}
+_LAZY = {name: "transforms" for name in ("eval_transform", "train_transform", "pixel_transform", "normalize",
+                                        "denormalize")}
 
 __all__ = [
     "DATASETS", "DEFAULT_DATASET", "ArrayDataset", "FileDataset", "ImageDataset", "RestrictedUnpickler",
-    "cache_root", "convert_image", "dataset_names", "eval_transform", "load_dataset", "read_idx",
-    "resolve_name", "safe_load_pickle", "train_transform",
+    "cache_root", "convert_image", "dataset_names", "denormalize", "eval_transform", "load_dataset", "read_idx",
+    "normalize", "pixel_transform", "resolve_name", "safe_load_pickle", "train_transform",
     "load_cifar10", "load_cifar100", "load_fashion_mnist", "load_flowers102", "load_imagefolder", "load_pets",
 ]
 

@@ -150,3 +150,30 @@ def train_transform(
     if resize == "pad":
         steps.append(PadToSize(size))
     return T.Compose(steps + list(timm_tf.transforms))
+
+
+def pixel_transform(spec: InputSpec, resize: str = "pad") -> Callable[[Image.Image], Any]:
+    """``eval_transform`` without its normalisation: images as [0, 1] tensors, for pixel-space edits."""
+    from torchvision import transforms as T
+
+    steps = [t for t in eval_transform(spec, resize).transforms if not isinstance(t, T.Normalize)]
+    return T.Compose(steps)
+
+
+def normalize(x: "torch.Tensor", spec: InputSpec) -> "torch.Tensor":
+    """[0, 1] images ``[B, C, H, W]`` -> the model's input, as torchvision's Normalize computes it."""
+    import torch
+
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def denormalize(x: "torch.Tensor", spec: InputSpec) -> "torch.Tensor":
+    """The model's input ``[B, C, H, W]`` -> images in [0, 1] (float64, clamped), for display."""
+    import torch
+
+    x = x.detach().cpu().double()
+    mean = torch.tensor(spec.mean, dtype=torch.float64).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float64).view(1, -1, 1, 1)
+    return (x * std + mean).clamp(0, 1)
