@@ -5,12 +5,13 @@ globality curves, on test images. Writes figures/01_globality/.
 """
 from common import dataset_args, main_checkpoints, out_dir, parser
 
-from attnlab.study import GLOBALITY_METRICS, measure_attention, write_globality
+import attnlab
+from attnlab.studies import GLOBALITY_METRICS
 
 if __name__ == "__main__":
     args = parser(__doc__).parse_args()
     ckpts = main_checkpoints(args.dataset)
-    frame, notes = measure_attention(list(ckpts.values()), list(ckpts), num_images=args.images,
-                                     metrics=GLOBALITY_METRICS, **dataset_args(args))
-    for path in write_globality(frame, out_dir("01_globality", args.dataset)):
+    result = attnlab.measure_attention(list(ckpts.values()), list(ckpts), num_images=args.images,
+                                       metrics=GLOBALITY_METRICS, **dataset_args(args))
+    for path in result.save(out_dir("01_globality", args.dataset)):
         print(path)

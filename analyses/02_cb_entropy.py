@@ -5,12 +5,13 @@ ViT vs ViT+CB (ReViT alongside). Writes figures/02_entropy/.
 """
 from common import dataset_args, main_checkpoints, out_dir, parser
 
-from attnlab.study import ENTROPY_METRICS, measure_attention, write_entropy
+import attnlab
+from attnlab.studies import ENTROPY_METRICS
 
 if __name__ == "__main__":
     args = parser(__doc__).parse_args()
     ckpts = main_checkpoints(args.dataset)
-    frame, notes = measure_attention(list(ckpts.values()), list(ckpts), num_images=args.images,
-                                     metrics=ENTROPY_METRICS, **dataset_args(args))
-    for path in write_entropy(frame, out_dir("02_entropy", args.dataset)):
+    result = attnlab.measure_attention(list(ckpts.values()), list(ckpts), num_images=args.images,
+                                       metrics=ENTROPY_METRICS, **dataset_args(args))
+    for path in result.save(out_dir("02_entropy", args.dataset)):
         print(path)

@@ -9,11 +9,10 @@ import pandas as pd
 import torch
 from common import RUNS, dataset_args, out_dir, parser
 
-from attnlab import load_model
+from attnlab import load_model, measure_attention
 from attnlab.checkpoint import file_sha256
 from attnlab.outputs import staged_outputs
 from attnlab.plots import model_palette, save_figure, use_style
-from attnlab.study import measure_attention
 from attnlab.tables import tidy, write_csv
 
 RUN_NAMES = ["revit_micro_a0.25", "revit_micro_a0.5", "revit_micro_a0.75", "revit_micro_a1.0", "revit_micro_a-learned"]
@@ -24,8 +23,8 @@ if __name__ == "__main__":
     if not runs:
         raise SystemExit("no ablation runs: run `uv run python analyses/train_models.py --only ablation` first")
     labels = {n: ("a learned" if n.endswith("learned") else "a = " + n.split("_a")[1]) for n in runs}
-    frame, _ = measure_attention([str(p) for p in runs.values()], [labels[n] for n in runs], num_images=args.images,
-                                 metrics=("mad_px",), **dataset_args(args))
+    frame = measure_attention([str(p) for p in runs.values()], [labels[n] for n in runs], num_images=args.images,
+                              metrics=("mad_px",), **dataset_args(args)).frame
     rows = []
     for n, path in runs.items():
         model, spec = load_model(path)

@@ -18,7 +18,7 @@ from attnlab.data import eval_transform, load_dataset
 from attnlab.metrics import softmax_jacobian_sq_norm, uniform_jacobian_sq_norm
 from attnlab.outputs import staged_outputs
 from attnlab.plots import model_palette, save_figure, use_style
-from attnlab.study import load_models
+from attnlab.studies import load_models
 from attnlab.tables import tidy, write_csv
 
 

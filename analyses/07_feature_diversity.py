@@ -5,16 +5,17 @@ families. Writes figures/07_feature_diversity/.
 import matplotlib.pyplot as plt
 from common import dataset_args, main_checkpoints, out_dir, parser
 
+from attnlab import measure_attention
 from attnlab.outputs import staged_outputs
 from attnlab.plots import model_palette, save_figure, use_style
-from attnlab.study import FEATURE_METRICS, measure_attention
+from attnlab.studies import FEATURE_METRICS
 from attnlab.tables import write_csv
 
 if __name__ == "__main__":
     args = parser(__doc__).parse_args()
     ckpts = main_checkpoints(args.dataset)
-    frame, _ = measure_attention(list(ckpts.values()), list(ckpts), num_images=args.images,
-                                 metrics=FEATURE_METRICS, **dataset_args(args))
+    frame = measure_attention(list(ckpts.values()), list(ckpts), num_images=args.images,
+                              metrics=FEATURE_METRICS, **dataset_args(args)).frame
     use_style()
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8))
     palette = model_palette(list(frame["model"].unique()))

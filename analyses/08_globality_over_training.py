@@ -13,11 +13,10 @@ import pandas as pd
 import torch
 from common import RUNS, dataset_args, out_dir, parser
 
-from attnlab import load_model, save_checkpoint
+from attnlab import load_model, measure_attention, save_checkpoint
 from attnlab.models import create_model
 from attnlab.outputs import staged_outputs
 from attnlab.plots import save_figure, use_style
-from attnlab.study import measure_attention
 from attnlab.tables import write_csv
 
 MODELS = {"ViT": "vit_micro_patch4_32", "ReViT": "revit_micro_patch4_32"}
@@ -38,8 +37,8 @@ if __name__ == "__main__":
         init_path = save_checkpoint(init, tmp / f"{name}.pt", classes=spec.classes, input_spec=spec.input,
                                     provenance={"epochs": 0})
         for epoch, path in [(0, init_path)] + [(e, run / f"epoch_{e}.pt") for e in epochs]:
-            frame, _ = measure_attention([str(path)], [label], num_images=args.images, metrics=("mad_px",),
-                                         **dataset_args(args))
+            frame = measure_attention([str(path)], [label], num_images=args.images, metrics=("mad_px",),
+                                      **dataset_args(args)).frame
             frame = frame[(frame["head"] == -1) & (frame["attention"] == "applied")].copy()
             frame["transform"], frame["magnitude"] = "epoch", float(epoch)
             frames.append(frame)

@@ -83,9 +83,10 @@ def train_stage(cfg: DemoConfig, out: Path, log: Log) -> Dict[str, Path]:
 
 def run_demo(out: Path, cfg: Optional[DemoConfig] = None, fresh: bool = False, log: Log = print) -> Path:
     """Run every stage into ``out``; returns the report's path."""
-    from .attribution import explain, write_gradcam
-    from .robustness import measure_robustness, write_robustness
-    from .study import ENTROPY_METRICS, GLOBALITY_METRICS, measure_attention, write_entropy, write_globality
+    from .studies.attention import (ENTROPY_METRICS, GLOBALITY_METRICS, EntropyResult, GlobalityResult,
+                                    measure_attention)
+    from .studies.attribution import explain
+    from .studies.robustness import measure_robustness
 
     cfg = cfg or DemoConfig()
     out = Path(out)
@@ -102,10 +103,10 @@ def run_demo(out: Path, cfg: Optional[DemoConfig] = None, fresh: bool = False, l
 
     log("[2/5] attention: globality and entropy")
     if not (_done(out / "globality", key) and _done(out / "entropy", key)):
-        frame, notes = measure_attention(paths, labels, num_images=cfg.analysis_images, device=cfg.device,
-                                         metrics=GLOBALITY_METRICS + ENTROPY_METRICS, **data)
-        write_globality(frame, out / "globality")
-        write_entropy(frame, out / "entropy")
+        attention = measure_attention(paths, labels, num_images=cfg.analysis_images, device=cfg.device,
+                                      metrics=GLOBALITY_METRICS + ENTROPY_METRICS, **data)
+        GlobalityResult(attention.frame).save(out / "globality")
+        EntropyResult(attention.frame).save(out / "entropy")
         _mark(out / "globality", key)
         _mark(out / "entropy", key)
     else:
@@ -113,17 +114,18 @@ def run_demo(out: Path, cfg: Optional[DemoConfig] = None, fresh: bool = False, l
 
     log("[3/5] robustness: horizontal shifts and scales")
     if not _done(out / "robustness", key):
-        frame, _ = measure_robustness(paths, labels, num_images=cfg.robustness_images, shifts=[0, 2, 4, 8],
-                                      scales=[0.75, 1.0, 1.25], device=cfg.device, seed=cfg.seed, **data)
-        write_robustness(frame, out / "robustness")
+        robustness = measure_robustness(paths, labels, num_images=cfg.robustness_images, shifts=[0, 2, 4, 8],
+                                        scales=[0.75, 1.0, 1.25], device=cfg.device, seed=cfg.seed, **data)
+        robustness.save(out / "robustness")
         _mark(out / "robustness", key)
     else:
         log("  reusing finished results")
 
     log("[4/5] GradCAM and attention rollout")
     if not _done(out / "gradcam", key):
-        result = explain(paths, labels, num_images=cfg.gradcam_images, methods=["gradcam"], device=cfg.device, **data)
-        write_gradcam(result, out / "gradcam")
+        explained = explain(paths, labels, num_images=cfg.gradcam_images, methods=["gradcam"], device=cfg.device,
+                            **data)
+        explained.save(out / "gradcam")
         _mark(out / "gradcam", key)
     else:
         log("  reusing finished results")

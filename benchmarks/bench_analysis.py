@@ -23,12 +23,12 @@ import torch
 from timing import add_clock_options, best_of, setup_clock
 
 import attnlab  # noqa: F401  (registers the families)
-from attnlab.analysis import analyse_attention
+from attnlab.studies.stream import analyse_attention
 from attnlab.layout import TokenLayout
 from attnlab.metrics import (attention_entropy, globality_curve, mean_attention_distance, nonlocality,
                              prefix_mass)
 from attnlab.models import create_model
-from attnlab.study import ENTROPY_METRICS, GLOBALITY_METRICS
+from attnlab.studies.attention import ENTROPY_METRICS, GLOBALITY_METRICS
 
 
 def batches(n_images: int, batch: int, chans: int, size: int, seed: int = 0):
@@ -103,7 +103,7 @@ def bench_model(name: str, n_images: int, batch: int, clock) -> None:
 def peak_rss_mb(n_images: int, name: str) -> float:
     code = (
         "import resource, torch, attnlab\n"
-        "from attnlab.analysis import analyse_attention\n"
+        "from attnlab.studies.stream import analyse_attention\n"
         "from attnlab.models import create_model\n"
         f"m = create_model({name!r}, in_chans=1).eval()\n"
         "g = torch.Generator().manual_seed(0)\n"

@@ -53,4 +53,7 @@ def _main(
 
 
 def main() -> None:
+    import os
+
+    os.environ.setdefault("MPLBACKEND", "Agg")  # the commands write figure files; they never need a display
     app()

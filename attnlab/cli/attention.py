@@ -50,27 +50,25 @@ def _make(kind: str) -> Callable[..., None]:
         official_config: OfficialConfigOption = None,
     ) -> None:
         from ..errors import AttnlabError
-        from ..study import (ENTROPY_METRICS, GLOBALITY_METRICS, layer_summary, measure_attention, write_entropy,
-                             write_globality)
+        from ..studies.attention import ENTROPY_METRICS, GLOBALITY_METRICS, measure_attention
 
         all_images = list(images or []) + list(paths or [])
         if paths and not images:
             raise AttnlabError(f"unexpected argument {paths[0]}; image paths go after --images")
         with progress_bars() as bar:
-            frame, notes = measure_attention(
+            result = measure_attention(
                 ckpt, label, images=all_images or None, dataset=dataset, data_dir=data_dir, split=split,
                 num_images=num_images, batch_size=batch_size, device=device, radii=_parse_radii(radii),
                 model=model, pretrained=pretrained, official_config=official_config, progress_factory=bar,
                 metrics=GLOBALITY_METRICS if kind == "globality" else ENTROPY_METRICS,
             )
-        for note in notes:
+        for note in result.notes:
             typer.echo(f"note: {note}", err=True)
-        written = (write_globality if kind == "globality" else write_entropy)(frame, out)
+        written = result.save(out)
         metric = "mad_px" if kind == "globality" else "entropy_norm"
         unit = "mean attention distance (px)" if kind == "globality" else "entropy / log N"
-        n = int(frame["n_images"].max())
-        typer.echo(f"{unit} per layer, mean over heads, {n} images:")
-        typer.echo(layer_summary(frame, metric).round(3).to_string())
+        typer.echo(f"{unit} per layer, mean over heads, {result.n_images} images:")
+        typer.echo(result.layer_summary(metric).round(3).to_string())
         typer.echo("wrote " + ", ".join(str(p) for p in written))
 
     command.__name__ = kind

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .style import DOUBLE_COLUMN, SINGLE_COLUMN, model_palette, use_style
+from .style import DOUBLE_COLUMN, SINGLE_COLUMN, model_palette, styled
 
 
 def _series(df: pd.DataFrame) -> List[tuple]:
@@ -25,7 +25,7 @@ def _label(model: str, attention: str) -> str:
     return model if attention == "applied" else f"{model} (own softmax(S))"
 
 
-def _style(attention: str) -> dict:
+def _line(attention: str) -> dict:
     return {"linestyle": "-" if attention == "applied" else "--"}
 
 
@@ -34,9 +34,9 @@ def _layers(ax: plt.Axes, layers: np.ndarray) -> None:
     ax.set_xlabel("layer")
 
 
+@styled
 def mad_per_layer(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
     """Mean attention distance per layer: mean over heads, band = min..max over heads."""
-    use_style()
     d = df[(df["metric"] == metric) & (df["head"] >= 0)]
     palette = model_palette(list(d["model"].unique()))
     fig, ax = plt.subplots(figsize=SINGLE_COLUMN)
@@ -44,7 +44,7 @@ def mad_per_layer(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
         g = d[(d["model"] == model) & (d["attention"] == attention)].groupby("layer")["value"]
         stats = g.agg(["mean", "min", "max"]).reset_index()
         x = stats["layer"].to_numpy() + 1
-        ax.plot(x, stats["mean"], marker="o", color=palette[model], label=_label(model, attention), **_style(attention))
+        ax.plot(x, stats["mean"], marker="o", color=palette[model], label=_label(model, attention), **_line(attention))
         if attention == "applied":
             ax.fill_between(x, stats["min"], stats["max"], color=palette[model], alpha=0.15, linewidth=0)
     _layers(ax, np.sort(d["layer"].unique()))
@@ -54,9 +54,9 @@ def mad_per_layer(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
     return fig
 
 
+@styled
 def mad_per_head(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
     """One point per head against layer (ViT paper, figure 7 style), models side by side."""
-    use_style()
     d = df[(df["metric"] == metric) & (df["head"] >= 0) & (df["attention"] == "applied")]
     models = list(d["model"].unique())
     palette = model_palette(models)
@@ -74,9 +74,9 @@ def mad_per_head(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
     return fig
 
 
+@styled
 def globality_curves(df: pd.DataFrame) -> plt.Figure:
     """G_l(r): share of patch attention beyond radius r, one panel per model, one line per layer."""
-    use_style()
     d = df[(df["metric"] == "globality") & (df["head"] == -1) & (df["attention"] == "applied")]
     models = list(d["model"].unique())
     fig, axes = plt.subplots(1, len(models), figsize=(DOUBLE_COLUMN[0], DOUBLE_COLUMN[1]), sharey=True, squeeze=False)
@@ -97,9 +97,9 @@ def globality_curves(df: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+@styled
 def entropy_per_layer(df: pd.DataFrame) -> plt.Figure:
     """Entropy per layer (nats, and / log N), band = 95% confidence interval over images."""
-    use_style()
     fig, axes = plt.subplots(1, 2, figsize=DOUBLE_COLUMN)
     for ax, metric, ylabel in [(axes[0], "entropy", "attention entropy (nats)"),
                                (axes[1], "entropy_norm", "entropy / log N")]:
@@ -108,7 +108,7 @@ def entropy_per_layer(df: pd.DataFrame) -> plt.Figure:
         for model, attention in _series(d):
             m = d[(d["model"] == model) & (d["attention"] == attention)].sort_values("layer")
             x = m["layer"].to_numpy() + 1
-            ax.plot(x, m["value"], marker="o", color=palette[model], label=_label(model, attention), **_style(attention))
+            ax.plot(x, m["value"], marker="o", color=palette[model], label=_label(model, attention), **_line(attention))
             ax.fill_between(x, m["ci_low"], m["ci_high"], color=palette[model], alpha=0.2, linewidth=0)
         if len(d):
             _layers(ax, np.sort(d["layer"].unique()))
@@ -121,11 +121,11 @@ def entropy_per_layer(df: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+@styled
 def entropy_heatmaps(df: pd.DataFrame, metric: str = "entropy_norm") -> plt.Figure:
     """Layer x head heatmaps of (normalised) entropy, one panel per model, one colour scale."""
     import seaborn as sns
 
-    use_style()
     d = df[(df["metric"] == metric) & (df["head"] >= 0) & (df["attention"] == "applied")]
     models = list(d["model"].unique())
     fig, axes = plt.subplots(1, len(models), figsize=(max(2.4 * len(models), 3.5), 2.8), squeeze=False)

@@ -1,118 +1,104 @@
 """The attention studies behind ``attnlab globality`` and ``attnlab entropy``, as a Python API.
 
-    frame, notes = measure_attention(["vit.pt", "revit.pt"], dataset="fashion-mnist")
-    write_globality(frame, "out/globality")      # globality.csv + figures (PNG and PDF)
+    result = measure_attention(["vit.pt", "revit.pt"], dataset="fashion-mnist")
+    result.frame                       # tidy rows, every metric asked for
+    result.figures()                   # {"mad_per_layer": Figure, ...}
+    result.save("out/globality")       # globality.csv + figures (PNG and PDF), all or nothing
 
-One pass over the images measures every metric; each command writes its share of the
-rows (tidy, ``attnlab.tables`` schema) and its figures, all or nothing.
+One pass over the images measures every metric; models that take the same input see
+the same decoded batches. What ``save`` writes follows the metrics measured: the
+globality metrics give ``globality.csv`` and its figures, the entropy metrics
+``entropy.csv`` and its figures (``GlobalityResult`` / ``EntropyResult`` pick one share).
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import pandas as pd
-import torch
 
-from .analysis import analyse_attention
-from .checkpoint import file_sha256, load_model
-from .errors import AttnlabError
-from .metrics import DEFAULT_RADII
-from .outputs import staged_outputs
-from .spec import ModelSpec
-from .tables import write_csv
+from ..metrics import DEFAULT_RADII
+from ..paths import PathLike
+from ..spec import InputSpec
+from .inputs import ImageSelection, ModelSource, check_batch_size, group_by_input, load_models
+from .result import FigureMaker, StudyResult
+from .stream import AttentionAnalyser
 
 GLOBALITY_METRICS = ("mad_px", "mad_px_raw", "nonlocality", "globality", "prefix_mass")
 ENTROPY_METRICS = ("entropy", "entropy_norm", "entropy_patch", "entropy_prefix")
 FEATURE_METRICS = ("token_cosine", "effective_rank")
-DEFAULT_NUM_IMAGES = 512
 
-Log = Callable[[str], None]
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
 @dataclass
-class LoadedModel:
-    label: str
-    model: torch.nn.Module
-    spec: ModelSpec
-    checkpoint: str  # short sha256 of the file, or timm:<name>
+class AttentionResult(StudyResult):
+    """Attention metrics of one or more models over the same images."""
+
+    def share(self, metrics: Sequence[str]) -> pd.DataFrame:
+        """The rows of ``metrics`` only."""
+        return self.frame[self.frame["metric"].isin(metrics)]
+
+    def has(self, metrics: Sequence[str]) -> bool:
+        return bool(self.frame["metric"].isin(metrics).any())
+
+    def tables(self) -> Dict[str, pd.DataFrame]:
+        out = {}
+        if self.has(GLOBALITY_METRICS):
+            out["globality.csv"] = self.share(GLOBALITY_METRICS)
+        if self.has(ENTROPY_METRICS):
+            out["entropy.csv"] = self.share(ENTROPY_METRICS)
+        return out
+
+    def figure_makers(self) -> Dict[str, FigureMaker]:
+        from ..plots import attention as fig
+
+        out: Dict[str, FigureMaker] = {}
+        if self.has(GLOBALITY_METRICS):
+            rows = self.share(GLOBALITY_METRICS)
+            out["mad_per_layer"] = lambda: fig.mad_per_layer(rows)
+            out["mad_per_head"] = lambda: fig.mad_per_head(rows)
+            out["globality_curves"] = lambda: fig.globality_curves(rows)
+        if self.has(ENTROPY_METRICS):
+            rows_e = self.share(ENTROPY_METRICS)
+            out["entropy_per_layer"] = lambda: fig.entropy_per_layer(rows_e)
+            out["entropy_heatmap"] = lambda: fig.entropy_heatmaps(rows_e)
+        return out
+
+    def owned_patterns(self) -> List[str]:
+        return list(self.tables()) + [f"{stem}.*" for stem in self.figure_makers()]
+
+    def layer_summary(self, metric: str) -> pd.DataFrame:
+        """Model x layer table of a metric's layer value (applied attention), for the terminal."""
+        return layer_summary(self.frame, metric)
+
+    @property
+    def n_images(self) -> int:
+        return int(self.frame["n_images"].max())
 
 
-def load_models(
-    ckpts: Sequence[str],
-    labels: Optional[Sequence[str]] = None,
-    *,
-    model: Optional[str] = None,
-    pretrained: bool = False,
-    official_config: Optional[Union[str, Path]] = None,
-) -> List[LoadedModel]:
-    """Load every checkpoint with a label (``labels``, else the file name, made unique)."""
-    if not ckpts:
-        raise AttnlabError("no checkpoint given; pass --ckpt FILE (once per model)")
-    if labels and len(labels) != len(ckpts):
-        raise AttnlabError(f"{len(labels)} --label values for {len(ckpts)} --ckpt values; give one label per checkpoint")
-    out = []
-    seen: dict = {}
-    for i, ckpt in enumerate(ckpts):
-        net, spec = load_model(ckpt, model=model, pretrained=pretrained, official_config=official_config)
-        label = labels[i] if labels else (Path(ckpt).stem if Path(ckpt).is_file() else str(ckpt))
-        seen[label] = seen.get(label, 0) + 1
-        if seen[label] > 1:
-            label = f"{label}-{seen[label]}"
-        ident = file_sha256(ckpt) if Path(ckpt).is_file() else f"timm:{ckpt}"
-        out.append(LoadedModel(label, net, spec, ident))
-    return out
+class GlobalityResult(AttentionResult):
+    """The globality share of an attention study: ``globality.csv`` and its three figures."""
+
+    def __init__(self, frame: pd.DataFrame, notes: Optional[List[str]] = None) -> None:
+        super().__init__(frame[frame["metric"].isin(GLOBALITY_METRICS)], list(notes or []))
 
 
-def open_images(
-    spec: ModelSpec,
-    *,
-    images: Optional[Sequence[Union[str, Path]]] = None,
-    dataset: Optional[str] = None,
-    data_dir: Optional[Union[str, Path]] = None,
-    split: str = "test",
-    num_images: Optional[int] = None,
-):
-    """The images to analyse, prepared for ``spec``'s input (size, channels, normalisation)."""
-    from .data import eval_transform, load_dataset
-    from .data.files import load_image_files
+class EntropyResult(AttentionResult):
+    """The entropy share of an attention study: ``entropy.csv`` and its two figures."""
 
-    if num_images is not None and num_images < 1:
-        raise AttnlabError(f"--num-images must be at least 1, not {num_images}")
-    if (images is None) == (dataset is None):
-        raise AttnlabError("pass either --images PATH... or --dataset NAME (with --data-dir DIR), not both or neither")
-    if images is not None:
-        ds = load_image_files(images, channels=spec.input.channels)
-    else:
-        ds = load_dataset(dataset, split=split, data_dir=data_dir, channels=spec.input.channels)
-    if num_images is not None and num_images > len(ds):
-        raise AttnlabError(f"--num-images {num_images} is more than the {len(ds)} images available; "
-                           f"pass --num-images {len(ds)} or fewer")
-    ds = ds.subset(num_images if num_images is not None else min(len(ds), DEFAULT_NUM_IMAGES))
-    return ds.with_transform(eval_transform(spec.input))
-
-
-def data_notes(ds, spec: ModelSpec, label: str) -> List[str]:
-    """What happened to the data on the way in: conversions, unreadable and ignored files."""
-    notes = []
-    if ds.conversions:
-        what = ", ".join(f"{k} x{v}" for k, v in sorted(ds.conversions.items()))
-        notes.append(f"{label}: converted images to the model's {spec.input.channels}-channel input ({what})")
-    if ds.unreadable:
-        notes.append(f"{label}: skipped {len(ds.unreadable)} unreadable image files (e.g. {ds.unreadable[0]})")
-    if getattr(ds, "ignored", None):
-        notes.append(f"{label}: ignored {len(ds.ignored)} files that are not images (e.g. {ds.ignored[0]})")
-    return notes
+    def __init__(self, frame: pd.DataFrame, notes: Optional[List[str]] = None) -> None:
+        super().__init__(frame[frame["metric"].isin(ENTROPY_METRICS)], list(notes or []))
 
 
 def measure_attention(
-    ckpts: Sequence[str],
+    models: Union[ModelSource, Sequence[ModelSource]],
     labels: Optional[Sequence[str]] = None,
     *,
-    images: Optional[Sequence[Union[str, Path]]] = None,
+    images: Optional[Sequence[PathLike]] = None,
     dataset: Optional[str] = None,
-    data_dir: Optional[Union[str, Path]] = None,
+    data_dir: Optional[PathLike] = None,
     split: str = "test",
     num_images: Optional[int] = None,
     batch_size: int = 64,
@@ -120,54 +106,52 @@ def measure_attention(
     radii: Sequence[float] = DEFAULT_RADII,
     model: Optional[str] = None,
     pretrained: bool = False,
-    official_config: Optional[Union[str, Path]] = None,
+    official_config: Optional[PathLike] = None,
+    input_spec: Optional[InputSpec] = None,
     metrics: Optional[Sequence[str]] = None,
-    progress_factory: Optional[Callable[[str, int], Callable[[int], None]]] = None,
-) -> Tuple[pd.DataFrame, List[str]]:
-    """Attention metrics (``metrics``, default all) of every checkpoint over the same images: (tidy frame, notes)."""
-    if batch_size < 1:
-        raise AttnlabError(f"--batch-size must be at least 1, not {batch_size}")
-    models = load_models(ckpts, labels, model=model, pretrained=pretrained, official_config=official_config)
-    frames, notes = [], []
-    for m in models:
-        ds = open_images(m.spec, images=images, dataset=dataset, data_dir=data_dir, split=split, num_images=num_images)
-        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
-        progress = progress_factory(m.label, len(ds)) if progress_factory else None
-        result = analyse_attention(m.model, loader, label=m.label, checkpoint=m.checkpoint, arch=m.spec.arch,
-                                   radii=radii, metrics=metrics, device=device, progress=progress)
-        frames.append(result.frame)
-        notes += data_notes(ds, m.spec, m.label) + result.notes
-    return pd.concat(frames, ignore_index=True), notes
+    progress_factory: Optional[ProgressFactory] = None,
+) -> AttentionResult:
+    """Attention metrics (``metrics``, default all) of every model over the same images.
+
+    ``models`` are checkpoint paths, timm names (``pretrained=True``), ``(model, spec)``
+    pairs or bare modules (``input_spec`` says what they take when their config does not).
+    """
+    check_batch_size(batch_size)
+    selection = ImageSelection(images=images, dataset=dataset, data_dir=data_dir, split=split, num_images=num_images)
+    loaded = load_models(models, labels, model=model, pretrained=pretrained, official_config=official_config,
+                         input_spec=input_spec)
+    results: Dict[str, object] = {}
+    notes: List[str] = []
+    for spec, group in group_by_input(loaded).items():
+        analysers = [AttentionAnalyser(m.model, label=m.label, checkpoint=m.checkpoint, arch=m.spec.arch,
+                                       radii=radii, metrics=metrics, device=device) for m in group]
+        who = ", ".join(m.label for m in group)
+        notes += selection.notes(spec, who)
+        progress = progress_factory(who, len(selection.dataset_for(spec.channels))) if progress_factory else None
+        with ExitStack() as stack:
+            for a in analysers:
+                stack.enter_context(a)
+            for batch in selection.batches(spec, batch_size):
+                for a in analysers:
+                    a.update(batch)
+                if progress is not None:
+                    progress(analysers[0].n_images)
+        for m, a in zip(group, analysers):
+            results[m.label] = a.result()
+    ordered = [results[m.label] for m in loaded]  # the order models were given
+    for r in ordered:
+        notes += r.notes
+    return AttentionResult(pd.concat([r.frame for r in ordered], ignore_index=True), notes)
 
 
-def write_globality(frame: pd.DataFrame, out: Union[str, Path]) -> List[Path]:
-    """``globality.csv`` and the globality figures, all or nothing."""
-    from .plots import attention as fig
-
-    rows = frame[frame["metric"].isin(GLOBALITY_METRICS)]
-    with staged_outputs(out) as stage:
-        write_csv(rows, stage / "globality.csv")
-        from .plots import save_figure
-
-        save_figure(fig.mad_per_layer(rows), stage, "mad_per_layer")
-        save_figure(fig.mad_per_head(rows), stage, "mad_per_head")
-        save_figure(fig.globality_curves(rows), stage, "globality_curves")
-        names = sorted(p.name for p in stage.iterdir())
-    return [Path(out) / n for n in names]
+def write_globality(frame: pd.DataFrame, out: PathLike) -> list:
+    """``globality.csv`` and the globality figures of a frame, all or nothing."""
+    return GlobalityResult(frame).save(out)
 
 
-def write_entropy(frame: pd.DataFrame, out: Union[str, Path]) -> List[Path]:
-    """``entropy.csv`` and the entropy figures, all or nothing."""
-    from .plots import attention as fig
-    from .plots import save_figure
-
-    rows = frame[frame["metric"].isin(ENTROPY_METRICS)]
-    with staged_outputs(out) as stage:
-        write_csv(rows, stage / "entropy.csv")
-        save_figure(fig.entropy_per_layer(rows), stage, "entropy_per_layer")
-        save_figure(fig.entropy_heatmaps(rows), stage, "entropy_heatmap")
-        names = sorted(p.name for p in stage.iterdir())
-    return [Path(out) / n for n in names]
+def write_entropy(frame: pd.DataFrame, out: PathLike) -> list:
+    """``entropy.csv`` and the entropy figures of a frame, all or nothing."""
+    return EntropyResult(frame).save(out)
 
 
 def layer_summary(frame: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -74,11 +74,10 @@ def spec_of_module(net: nn.Module, input_spec: Optional[InputSpec] = None) -> Mo
     cfg = getattr(net, "pretrained_cfg", None) or {}
     arch = str(cfg.get("architecture") or type(net).__name__)
     if input_spec is None:
-        try:
-            input_spec = default_input_spec(net)
-        except Exception as e:  # not a timm model: nothing says what input it takes
-            raise AttnlabError(f"cannot tell what input {arch} takes; pass input_spec=InputSpec(...) "
-                               f"({type(e).__name__})") from None
+        if not cfg:  # not a timm model: nothing says what input it takes
+            raise AttnlabError(f"cannot tell what input {arch} takes (it has no timm pretrained_cfg); "
+                               "pass input_spec=InputSpec(size=..., channels=..., mean=..., std=...)")
+        input_spec = default_input_spec(net)
     return ModelSpec(arch=arch, options=dict(getattr(net, "_model_args", None) or {}), input=input_spec,
                      classes=default_classes(net), source=f"module:{arch}", kind="module")
 

@@ -1,25 +1,34 @@
 """Stream images through a model and measure its attention, batch by batch.
 
-``analyse_attention`` runs each batch once, captures the requested hook points layer by
-layer (``attnlab.capture.hooks``) and hands each map straight to a float64 streaming
+An :class:`AttentionAnalyser` captures the requested hook points layer by layer
+(``attnlab.capture.hooks``) and hands each map straight to a float64 streaming
 accumulator (``attnlab.metrics.AttentionStats``): no attention map outlives its layer,
 and memory does not grow with the number of images. For ReViT it measures both the
 attention applied, softmax(R_l) (``attention="applied"``), and the layer's own
-softmax(S_l) (``attention="own"``).
+softmax(S_l) (``attention="own"``). Being fed batch by batch, several analysers can
+share the same decoded batches (models with the same input)::
+
+    with AttentionAnalyser(vit, label="ViT", checkpoint="ab12") as a:
+        for x, _ in batches:
+            a.update(x)
+    result = a.result()
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
-from .capture import hooks, hook_point_names
-from .layout import TokenLayout
-from .metrics import DEFAULT_RADII, METRIC_NAMES, AttentionStats
-from .tables import tidy
+from ..capture import hook_point_names, hooks
+from ..devices import DeviceLike, resolve_device
+from ..errors import AttnlabError
+from ..layout import TokenLayout
+from ..metrics import DEFAULT_RADII, METRIC_NAMES, AttentionStats
+from ..tables import tidy
 
 TOKEN_METRICS = ("token_cosine", "effective_rank")
 
@@ -36,16 +45,75 @@ class AttentionAnalysis:
     notes: List[str] = field(default_factory=list)
 
 
-def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    """``auto`` -> CUDA when there is one, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from .errors import AttnlabError
+class AttentionAnalyser:
+    """Every attention metric of every layer and head of one model, fed batch by batch.
 
-        raise AttnlabError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    return dev
+    ``own`` adds ReViT's softmax(S_l); ``metrics`` selects names of
+    ``attnlab.metrics.METRIC_NAMES`` (default all; the feature-diversity ones capture block
+    outputs). Use it as a context manager: the hooks are in place inside the block only,
+    and the model is restored even on error.
+    """
+
+    def __init__(self, model: nn.Module, *, label: str, checkpoint: str, arch: str = "",
+                 radii: Sequence[float] = DEFAULT_RADII, own: bool = True,
+                 metrics: Optional[Sequence[str]] = None, device: DeviceLike = None) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.label, self.checkpoint, self.arch = label, checkpoint, arch
+        chosen = set(METRIC_NAMES if metrics is None else metrics)
+        tokens = bool(chosen & set(TOKEN_METRICS))
+        self.points = [n for n in hook_point_names(model) if n.endswith(".attn.pattern")
+                       or (own and n.endswith(".attn.own_pattern")) or (tokens and n.endswith(".resid_post"))]
+        # maps come straight from a softmax inside the capture: no need to re-check their rows
+        self.stats: Dict[str, AttentionStats] = {"applied": AttentionStats(radii=radii, check=False, metrics=chosen)}
+        if any(n.endswith("own_pattern") for n in self.points):
+            self.stats["own"] = AttentionStats(radii=radii, check=False, metrics=chosen - set(TOKEN_METRICS))
+        self.layout: Optional[TokenLayout] = None
+        self.n_images = 0
+        self._stack: Optional[ExitStack] = None
+
+    def _sink(self, name: str, t: torch.Tensor) -> None:
+        _, layer, rest = name.split(".", 2)
+        if rest == "attn.pattern":
+            self.stats["applied"].update(int(layer), t, self.layout)
+        elif rest == "attn.own_pattern":
+            self.stats["own"].update(int(layer), t, self.layout)
+        else:
+            self.stats["applied"].update_tokens(int(layer), t, self.layout)
+
+    def __enter__(self) -> "AttentionAnalyser":
+        self._stack = ExitStack()
+        self._stack.enter_context(hooks(self.model, self.points, self._sink))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.__exit__(*exc)
+
+    def update(self, batch) -> None:  # noqa: ANN001
+        """Measure one batch: an image tensor ``[B, C, H, W]`` or an ``(images, labels)`` pair."""
+        if self._stack is None:
+            raise RuntimeError("AttentionAnalyser.update runs inside `with analyser:` (the hooks are set there)")
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x = x.to(self.device, non_blocking=True)
+        self.layout = TokenLayout.from_model(self.model, tuple(x.shape[-2:]))
+        with torch.inference_mode():
+            self.model(x)
+        self.n_images += x.shape[0]
+
+    def result(self) -> AttentionAnalysis:
+        """The tidy rows (``attnlab.tables`` schema) of everything measured so far."""
+        if self.n_images == 0:
+            raise AttnlabError("no images to analyse")
+        frames = [s.to_frame(self.label, self.checkpoint, attention) for attention, s in self.stats.items()]
+        frame = tidy(pd.concat(frames, ignore_index=True), arch=self.arch)
+        frame.loc[frame["metric"].isin(TOKEN_METRICS), "attention"] = "-"
+        notes = []
+        if any(hasattr(blk, "broadcast") for blk in getattr(self.model, "blocks", [])):
+            notes.append(f"{self.label}: context broadcasting mixes tokens uniformly besides the measured attention "
+                         "(CB(x) = (x + mean x) / 2 in every block); the attention metrics see only the softmax part")
+        return AttentionAnalysis(frame=frame, n_images=self.n_images, layout=self.layout, notes=notes)
 
 
 def analyse_attention(
@@ -58,58 +126,19 @@ def analyse_attention(
     radii: Sequence[float] = DEFAULT_RADII,
     own: bool = True,
     metrics: Optional[Sequence[str]] = None,
-    device: Union[str, torch.device, None] = None,
+    device: DeviceLike = None,
     progress: Progress = None,
 ) -> AttentionAnalysis:
-    """Every attention metric of every layer and head, streamed over ``batches`` of images.
+    """Every attention metric of every layer and head of one model, streamed over ``batches``.
 
     ``batches`` yields image tensors ``[B, C, H, W]`` (or ``(images, labels)`` pairs);
-    ``own`` adds ReViT's softmax(S_l); ``metrics`` selects names of
-    ``attnlab.metrics.METRIC_NAMES`` (default all; the feature-diversity ones capture block outputs).
     ``progress(n)`` is called with the number of images after each batch.
     """
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-    chosen = set(METRIC_NAMES if metrics is None else metrics)
-    tokens = bool(chosen & set(TOKEN_METRICS))
-    names = set(hook_point_names(model))
-    wanted = [n for n in names if n.endswith(".attn.pattern")
-              or (own and n.endswith(".attn.own_pattern")) or (tokens and n.endswith(".resid_post"))]
-    # maps come straight from a softmax inside the capture: no need to re-check their rows
-    stats: Dict[str, AttentionStats] = {"applied": AttentionStats(radii=radii, check=False, metrics=chosen)}
-    if any(n.endswith("own_pattern") for n in wanted):
-        stats["own"] = AttentionStats(radii=radii, check=False, metrics=chosen - set(TOKEN_METRICS))
-    layout: Optional[TokenLayout] = None
-
-    def sink(name: str, t: torch.Tensor) -> None:
-        _, layer, rest = name.split(".", 2)
-        if rest == "attn.pattern":
-            stats["applied"].update(int(layer), t, layout)
-        elif rest == "attn.own_pattern":
-            stats["own"].update(int(layer), t, layout)
-        else:
-            stats["applied"].update_tokens(int(layer), t, layout)
-
-    n = 0
-    with torch.inference_mode(), hooks(model, wanted, sink):
+    analyser = AttentionAnalyser(model, label=label, checkpoint=checkpoint, arch=arch, radii=radii, own=own,
+                                 metrics=metrics, device=device)
+    with analyser:
         for batch in batches:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            x = x.to(dev, non_blocking=True)
-            layout = TokenLayout.from_model(model, tuple(x.shape[-2:]))
-            model(x)
-            n += x.shape[0]
+            analyser.update(batch)
             if progress is not None:
-                progress(n)
-    if n == 0:
-        from .errors import AttnlabError
-
-        raise AttnlabError("no images to analyse")
-    frames = [s.to_frame(label, checkpoint, attention) for attention, s in stats.items()]
-    frame = tidy(pd.concat(frames, ignore_index=True), arch=arch)
-    is_token_metric = frame["metric"].isin(TOKEN_METRICS)
-    frame.loc[is_token_metric, "attention"] = "-"
-    notes = []
-    if any(hasattr(blk, "broadcast") for blk in getattr(model, "blocks", [])):
-        notes.append(f"{label}: context broadcasting mixes tokens uniformly besides the measured attention "
-                     "(CB(x) = (x + mean x) / 2 in every block); the attention metrics see only the softmax part")
-    return AttentionAnalysis(frame=frame, n_images=n, layout=layout, notes=notes)
+                progress(analyser.n_images)
+    return analyser.result()

@@ -1,0 +1,40 @@
+"""The studies: what attnlab measures, each a function returning a :class:`StudyResult`.
+
+    measure_attention   globality and entropy of attention (``attnlab globality`` / ``entropy``)
+    measure_robustness  accuracy and consistency under exact shifts and scales (``attnlab robustness``)
+    explain             GradCAM-family maps, attention rollout, faithfulness (``attnlab gradcam``)
+
+Every study takes model sources and an image selection (``inputs``) and returns a result
+with ``.frame``, ``.notes``, ``.figures()`` and ``.save(out)`` (``result``). Names load on
+first use, so importing one study does not import the others.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_API = {
+    "measure_attention": "attention", "AttentionResult": "attention", "GlobalityResult": "attention",
+    "EntropyResult": "attention", "GLOBALITY_METRICS": "attention", "ENTROPY_METRICS": "attention",
+    "FEATURE_METRICS": "attention",
+    "measure_robustness": "robustness", "RobustnessResult": "robustness",
+    "explain": "attribution", "AttributionResult": "attribution",
+    "AttentionAnalyser": "stream", "analyse_attention": "stream",
+    "ImageSelection": "inputs", "LoadedModel": "inputs", "load_models": "inputs",
+    "StudyResult": "result",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_API))
