@@ -4,7 +4,7 @@ Writes figures/04_gradcam/ (grid of overlays, raw maps, ROAD and confidence-drop
 """
 from common import dataset_args, main_checkpoints, out_dir, parser
 
-from attnlab.attribution import explain, write_gradcam
+from attnlab.studies.attribution import explain
 
 if __name__ == "__main__":
     p = parser(__doc__)
@@ -13,5 +13,5 @@ if __name__ == "__main__":
     ckpts = main_checkpoints(args.dataset)
     result = explain(list(ckpts.values()), list(ckpts), num_images=args.images, methods=["gradcam", "gradcam++"],
                      **dataset_args(args))
-    for path in write_gradcam(result, out_dir("04_gradcam", args.dataset)):
+    for path in result.save(out_dir("04_gradcam", args.dataset)):
         print(path)

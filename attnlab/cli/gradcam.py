@@ -35,25 +35,28 @@ def gradcam(
 ) -> None:
     """Where each model looks: CAM maps over the images, attention rollout, and ROAD / confidence-drop
     faithfulness. Writes gradcam.png/.pdf, gradcam_maps.npz and gradcam.csv."""
-    from ..attribution import explain, parse_methods, write_gradcam
     from ..errors import AttnlabError
+    from ..paths import check_output_dir
+    from ..studies.attribution import explain
+
+    check_output_dir(out)  # before any work
 
     all_images = list(images or []) + list(paths or [])
     if paths and not images:
         raise AttnlabError(f"unexpected argument {paths[0]}; image paths go after --images")
-    methods = parse_methods(method)  # bad names fail before any model is loaded
+    # explain checks every option (bad method names too) before any model is loaded
     result = explain(ckpt, label, images=all_images or None, dataset=dataset, data_dir=data_dir, split=split,
-                     num_images=num_images, methods=methods, target=target, layer=layer, batch_size=batch_size,
+                     num_images=num_images, methods=method, target=target, layer=layer, batch_size=batch_size,
                      device=device, metrics=metrics, model=model, pretrained=pretrained,
                      official_config=official_config, log=lambda line: typer.echo(line, err=True))
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
-    written = write_gradcam(result, out)
+    written = result.save(out)
     frame = result.frame[result.frame["head"] == -1]
     if metrics:
         table = frame[frame["metric"].isin(["road_combined", "confidence_drop"])].pivot_table(
             index=["model", "transform"], columns="metric", values="value", sort=False)
-        n = len(result.models[0].targets)
+        n = len(result.names)
         typer.echo(f"faithfulness, mean over {n} images (probability units; road_combined: higher is better):")
         typer.echo(table.round(4).to_string())
     prob = frame[frame["metric"] == "probability"].set_index("model")["value"]

@@ -11,7 +11,7 @@ from typing import Any, List, Tuple
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .style import use_style
+from .style import styled
 
 CELL = 1.35  # inches per panel
 
@@ -27,12 +27,13 @@ def _show_image(ax: plt.Axes, image: np.ndarray) -> None:
         ax.imshow(image, interpolation="nearest")
 
 
+@styled
 def gradcam_grid(result: Any, alpha: float = 0.5) -> plt.Figure:
     """Overlay every model's maps on the images; titles name model, method, prediction and its probability.
 
-    ``result`` is an ``attnlab.attribution.AttributionResult``.
+    ``result`` is an ``attnlab.studies.attribution.AttributionResult``; each row is titled
+    with the image's file name (or ``image i``) and, for labelled images, the true class.
     """
-    use_style()
     models = result.models
     columns: List[Tuple[Any, str]] = [(m, method) for m in models for method in result.methods]
     columns += [(m, "rollout") for m in models]
@@ -43,10 +44,11 @@ def gradcam_grid(result: Any, alpha: float = 0.5) -> plt.Figure:
     fig, axes = plt.subplots(n, ncols, figsize=(CELL * ncols, row_height * n + 0.25), squeeze=False)
     shown = {m.label: m.display_images() for m in models}
     first = models[0]
+    titles = result.image_titles()
     for i in range(n):
         ax = axes[i, 0]
         _show_image(ax, shown[first.label][i])
-        title = f"image {i}"
+        title = _short(titles[i], 20)
         label = int(result.labels[i]) if result.labels is not None else -1
         if 0 <= label < len(first.classes):
             title += f"\ntrue: {_short(first.classes[label])}"

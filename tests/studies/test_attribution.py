@@ -1,4 +1,4 @@
-"""``attnlab gradcam`` and ``attnlab.attribution``: CAM reshape, layer choice, rollout, outputs, bad input."""
+"""``attnlab gradcam`` and ``attnlab.studies.attribution``: CAM reshape, layer choice, rollout, outputs, bad input."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,13 +10,14 @@ from typer.testing import CliRunner
 
 import pytorch_grad_cam
 from attnlab import save_checkpoint
-from attnlab.attribution import (ROLLOUT, AttnlabError, attention_rollout, auto_layer, compute_cam, parse_methods,
-                                 resolve_layer, resolve_targets, rollout, tokens_to_grid)
 from attnlab.capture import capture_attention
 from attnlab.cli.gradcam import gradcam
+from attnlab.errors import AttnlabError
 from attnlab.layout import TokenLayout
 from attnlab.models import create_model
 from attnlab.spec import InputSpec
+from attnlab.studies.attribution import (ROLLOUT, attention_rollout, auto_layer, compute_cam, parse_methods,
+                                         resolve_layer, resolve_targets, rollout, tokens_to_grid)
 from attnlab.tables import COLUMNS
 
 runner = CliRunner()

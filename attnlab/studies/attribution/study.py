@@ -1,0 +1,130 @@
+"""``explain``: CAMs, attention rollout and faithfulness of every model on the same images.
+
+Every option is checked, and the images selected, before any model loads; models that
+take the same input see the images decoded once.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ...data import FileDataset
+from ...devices import DeviceLike, resolve_device
+from ...errors import AttnlabError
+from ...paths import PathLike
+from ...spec import InputSpec
+from ..inputs import ImageSelection, LoadedModel, ModelSource, check_batch_size, group_by_input, load_models, plural
+from .cam import compute_cam
+from .faithfulness import ROAD_PERCENTILES, attribution_metrics
+from .layers import resolve_layer
+from .options import DEFAULT_METHODS, ROLLOUT, check_target, parse_methods, resolve_targets
+from .result import AttributionResult, ModelAttribution, attribution_frame
+from .rollout import attention_rollout, upsample_maps
+
+#: Images explained when ``num_images`` is not given (each one is a row of the figure).
+DEFAULT_NUM_IMAGES = 8
+
+
+def _in_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int,
+                device: torch.device) -> torch.Tensor:
+    """``fn`` over ``x`` batch by batch on ``device``, concatenated, without gradients."""
+    with torch.no_grad():
+        return torch.cat([fn(x[s:s + batch_size].to(device)) for s in range(0, len(x), batch_size)])
+
+
+def _explain_model(m: LoadedModel, x: torch.Tensor, y: np.ndarray, *, methods: List[str], target: str, layer: str,
+                   batch_size: int, device: torch.device, metrics: bool, road_percentiles: Sequence[int],
+                   notes: List[str], log: Optional[Callable[[str], None]]) -> ModelAttribution:
+    """One model's predictions, maps (each method and rollout) and, with ``metrics``, their faithfulness."""
+    net = m.model.to(device).eval()
+    probs = _in_batches(net, x, batch_size, device).float().softmax(dim=-1).cpu().numpy()
+    classes = list(m.spec.classes) or [str(i) for i in range(probs.shape[1])]
+    targets = resolve_targets(target, probs.argmax(axis=1), y, classes, m.label)
+    name, _ = resolve_layer(net, layer)
+    if log:
+        log(f"{m.label}: {len(x)} images, layer {name}, methods {', '.join(methods)}")
+    maps: Dict[str, np.ndarray] = {}
+    for method in methods:
+        try:
+            maps[method] = compute_cam(net, x, method, targets.tolist(), layer=name, batch_size=batch_size)
+        except AttnlabError as e:
+            raise AttnlabError(f"{m.label}: {e}") from (e.__cause__ or e)
+        zero = int((maps[method].reshape(len(x), -1).max(axis=1) <= 0).sum())
+        if zero:
+            notes.append(f"{m.label}: {method} at {name} gave an all-zero map for {zero} of {len(x)} images "
+                         "(no positive evidence; with a class-token model, the last block's output gets no "
+                         "gradient on its patch tokens: use --layer auto)")
+    grid = _in_batches(lambda xb: attention_rollout(net, xb), x, batch_size, device)
+    maps[ROLLOUT] = upsample_maps(grid, tuple(x.shape[-2:]))
+    result = ModelAttribution(label=m.label, checkpoint=m.checkpoint, arch=m.spec.arch, layer=name, classes=classes,
+                              inputs=x, input_spec=m.spec.input, probabilities=probs, targets=targets, maps=maps,
+                              rollout_grid=grid.cpu().numpy())
+    if metrics:
+        for method, mp in maps.items():
+            values = attribution_metrics(net, x, mp, targets.tolist(), road_percentiles, batch_size)
+            bad = int((~np.isfinite(values["road_combined"])).sum())
+            if bad:
+                notes.append(f"{m.label}: ROAD undefined for {plural(bad, 'image')} with {method} "
+                             "(imputation failed); left empty")
+            result.metrics[method] = values
+    return result
+
+
+def explain(
+    models: Union[ModelSource, Sequence[ModelSource]],
+    labels: Optional[Sequence[str]] = None,
+    *,
+    images: Optional[Sequence[PathLike]] = None,
+    dataset: Optional[str] = None,
+    data_dir: Optional[PathLike] = None,
+    split: str = "test",
+    num_images: Optional[int] = None,
+    methods: Union[str, Sequence[str], None] = DEFAULT_METHODS,
+    target: str = "predicted",
+    layer: str = "auto",
+    batch_size: int = 16,
+    device: DeviceLike = "auto",
+    metrics: bool = True,
+    road_percentiles: Sequence[int] = ROAD_PERCENTILES,
+    model: Optional[str] = None,
+    pretrained: bool = False,
+    official_config: Optional[PathLike] = None,
+    input_spec: Optional[InputSpec] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> AttributionResult:
+    """CAMs (each method), attention rollout and faithfulness metrics of every model on the same images.
+
+    ``models`` are checkpoint paths, timm names (with ``pretrained``), ``(model, spec)``
+    pairs or bare modules (see ``attnlab.studies.inputs.load_models``); ``target`` is
+    ``predicted``, ``true`` (dataset labels) or a class name or index.
+    """
+    method_list = parse_methods(methods)
+    check_batch_size(batch_size)
+    selection = ImageSelection(images=images, dataset=dataset, data_dir=data_dir, split=split,
+                               num_images=num_images, default_limit=DEFAULT_NUM_IMAGES)
+    target = check_target(target, selection.labelled)
+    dev = resolve_device(device)
+    loaded = load_models(models, labels, model=model, pretrained=pretrained, official_config=official_config,
+                         input_spec=input_spec)
+    notes: List[str] = []
+    done: Dict[str, ModelAttribution] = {}
+    true_labels: Optional[np.ndarray] = None
+    for spec, group in group_by_input(loaded).items():
+        who = ", ".join(m.label for m in group)
+        x, y = selection.stacked(spec)   # decoded once for the whole group
+        notes += selection.notes(spec, who)
+        if true_labels is not None and len(y) != len(true_labels):
+            raise AttnlabError(f"{who} read {plural(len(y), 'image')} but {loaded[0].label} read "
+                               f"{len(true_labels)}; models must see the same images")
+        true_labels = y.numpy() if true_labels is None else true_labels
+        for m in group:
+            done[m.label] = _explain_model(m, x, true_labels, methods=method_list, target=target, layer=layer,
+                                           batch_size=batch_size, device=dev, metrics=metrics,
+                                           road_percentiles=road_percentiles, notes=notes, log=log)
+    results = [done[m.label] for m in loaded]
+    channels = loaded[0].spec.input.channels
+    return AttributionResult(frame=attribution_frame(results), notes=notes, models=results, methods=method_list,
+                             labels=true_labels, names=selection.names(channels),
+                             from_files=isinstance(selection.dataset_for(channels), FileDataset))
