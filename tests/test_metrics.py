@@ -417,13 +417,31 @@ def test_feature_input_validation():
 
 
 def test_metrics_import_no_model_code():
+    """Metrics work on tensors plus a token layout: no model, capture or study code (nor pandas)."""
     import subprocess
     import sys
 
     code = ("import sys, attnlab.metrics; "
-            "bad = [m for m in sys.modules if m == 'timm' or m.startswith(('timm.', 'attnlab.models'))]; "
+            "heavy = ('timm', 'pandas', 'attnlab.models', 'attnlab.capture', 'attnlab.studies'); "
+            "bad = [m for m in sys.modules if m in heavy or m.startswith(tuple(h + '.' for h in heavy))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_metric_modules_share_only_public_names():
+    """Modules of attnlab.metrics import no underscore name from one another (the kernels are public)."""
+    import ast
+    from pathlib import Path
+
+    import attnlab.metrics
+
+    folder = Path(attnlab.metrics.__file__).parent
+    private = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                private += [f"{path.name}: {a.name}" for a in node.names if a.name.startswith("_")]
+    assert not private, private
 
 
 def test_softmax_jacobian_norm_closed_form_matches_autograd():
@@ -443,7 +461,7 @@ def test_softmax_jacobian_norm_closed_form_matches_autograd():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_globality_on_random_maps_matches_pairwise_loop(dtype):
     """Unsorted and repeated radii, a prefix token, float32 and float64, both ring-sum paths."""
-    from attnlab.metrics.attention import _ring_mass, _rings_cpu
+    from attnlab.metrics.kernels import distance_rings, ring_mass
 
     torch.manual_seed(0)
     gh, gw, num_prefix = 3, 4, 1
@@ -460,9 +478,9 @@ def test_globality_on_random_maps_matches_pairwise_loop(dtype):
         expected[..., k] = ((block * far).sum(-1) / block.sum(-1)).mean(-1)
     tol = 1e-12 if dtype == torch.float64 else 1e-6
     assert torch.allclose(globality_curve_per_image(a, layout, radii), expected, atol=tol)
-    ring, _, n_rings = _rings_cpu(layout, tuple(radii))
-    by_scatter = _ring_mass(a[..., 1:, 1:], ring, n_rings, scatter=True)
-    by_onehot = _ring_mass(a[..., 1:, 1:], ring, n_rings, scatter=False)
+    ring, _, n_rings = distance_rings(layout, tuple(radii))
+    by_scatter = ring_mass(a[..., 1:, 1:], ring, n_rings, scatter=True)
+    by_onehot = ring_mass(a[..., 1:, 1:], ring, n_rings, scatter=False)
     assert torch.allclose(by_scatter, by_onehot, atol=tol)
     assert torch.allclose(by_scatter.sum(-1), a[..., 1:, 1:].sum(-1), atol=tol)
 
@@ -488,3 +506,14 @@ def test_one_non_finite_entry_is_refused(bad):
     _one_line(e)
     with pytest.raises(ValueError, match="NaN or inf"):
         globality_curve(a.float(), TokenLayout(1, 2, 16), [1.0])
+
+
+def test_scratch_buffer_reuses_its_storage():
+    from attnlab.metrics.kernels import ScratchBuffer
+
+    buffer = ScratchBuffer()
+    big = buffer.like(torch.empty(2, 3, 4))
+    small = buffer.like(torch.empty(5))
+    assert small.shape == (5,) and small.data_ptr() == big.data_ptr()  # smaller: same storage
+    assert buffer.like(torch.empty(5, dtype=torch.float64)).dtype == torch.float64  # new dtype: new storage
+    assert buffer.like(torch.empty(100, dtype=torch.float64)).numel() == 100  # larger: grows

@@ -1,6 +1,12 @@
 """Metrics of what attention does: per-head attention statistics, feature diversity, and
 a streaming accumulator. Plain tensors plus a :class:`~attnlab.layout.TokenLayout` in,
-no model code (definitions: docs/methods.md section 3)."""
+no model code (definitions: docs/methods.md section 3).
+
+Modules: :mod:`.attention` (per-head metrics of one map), :mod:`.streaming`
+(:class:`AttentionStats`, many batches), :mod:`.features` (feature diversity),
+:mod:`.softmax` (the softmax Jacobian); both :mod:`.attention` and :mod:`.streaming` are
+built on :mod:`.kernels` (the arithmetic) and :mod:`.validation` (the input checks).
+"""
 from __future__ import annotations
 
 from .attention import (

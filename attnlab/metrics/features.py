@@ -10,24 +10,24 @@ import torch
 from torch import Tensor
 
 from ..layout import TokenLayout
-from .attention import MetricInputError, _layout_str, _require_layout, _shape_str
+from .validation import MetricInputError, describe_layout, require_layout, shape_str
 
 __all__ = ["token_cosine_similarity", "effective_rank"]
 
 
 def _patch_tokens(tokens: Tensor, layout: TokenLayout, what: str) -> Tensor:
     """Validate ``tokens`` against ``layout`` and return the patch tokens ``[B, G, C]`` in float64."""
-    layout = _require_layout(layout, what)
+    layout = require_layout(layout, what)
     if not isinstance(tokens, Tensor):
         raise MetricInputError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
     if tokens.dim() != 3:
-        raise MetricInputError(f"tokens must be [B, N, C], got shape {_shape_str(tokens)}")
+        raise MetricInputError(f"tokens must be [B, N, C], got shape {shape_str(tokens)}")
     if not tokens.is_floating_point():
         raise MetricInputError(f"tokens must be a floating-point tensor, got dtype {tokens.dtype}")
     if tokens.shape[0] == 0 or tokens.shape[2] == 0:
-        raise MetricInputError(f"tokens are empty (shape {_shape_str(tokens)})")
+        raise MetricInputError(f"tokens are empty (shape {shape_str(tokens)})")
     if tokens.shape[1] != layout.num_tokens:
-        raise MetricInputError(f"tokens have N={tokens.shape[1]} but the layout has {_layout_str(layout)}")
+        raise MetricInputError(f"tokens have N={tokens.shape[1]} but the layout has {describe_layout(layout)}")
     return tokens[:, layout.num_prefix_tokens:, :].to(torch.float64)
 
 

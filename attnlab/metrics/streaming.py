@@ -17,22 +17,20 @@ import torch
 from torch import Tensor
 
 from ..layout import TokenLayout
-from .attention import (
-    MetricInputError,
-    _globality_core,
-    _layout_str,
-    _distances,
-    _patch_block,
-    _renorm_rows,
-    _row_entropy,
-    _weighted_distance,
-    _nonlocality_core,
-    _prefix_mass_core,
-    _radii_tensor,
-    _require_layout,
-    _validate_attention,
-)
+from ..tables import columns_except
 from .features import effective_rank, token_cosine_similarity
+from .kernels import (
+    ScratchBuffer,
+    globality_core,
+    nonlocality_core,
+    patch_block,
+    patch_distances,
+    prefix_mass_core,
+    renorm_rows,
+    row_entropy,
+    weighted_distance,
+)
+from .validation import MetricInputError, describe_layout, radii_tensor, require_layout, validate_attention
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -54,10 +52,10 @@ METRIC_NAMES: Tuple[str, ...] = (
     "effective_rank",  # effective rank of the patch-token matrix (per layer, head -1)
 )
 
-#: Columns of every row, in order.
-ROW_COLUMNS: Tuple[str, ...] = (
-    "model", "checkpoint", "attention", "layer", "head", "metric", "radius", "value", "std", "n_images",
-)
+#: Columns of every row, in the order of :data:`attnlab.tables.COLUMNS`: all but the
+#: architecture and input transform (the caller knows them) and the confidence interval
+#: (``tables.tidy`` derives it from ``std`` and ``n_images``).
+ROW_COLUMNS: Tuple[str, ...] = columns_except("arch", "transform", "magnitude", "magnitude_y", "ci_low", "ci_high")
 
 #: Radii (patch units) of the globality curve unless told otherwise; r = 0 is 1 - self-attention.
 DEFAULT_RADII: Tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -112,7 +110,7 @@ class AttentionStats:
     ) -> None:
         """``radii``: globality-curve radii in patch units; ``check``: refuse maps whose rows
         do not sum to 1; ``metrics``: compute only these names of :data:`METRIC_NAMES` (all by default)."""
-        self.radii: Tensor = _radii_tensor(radii)
+        self.radii: Tensor = radii_tensor(radii)
         self.check = bool(check)
         chosen = set(METRIC_NAMES if metrics is None else metrics)
         unknown = sorted(chosen - set(METRIC_NAMES))
@@ -123,7 +121,7 @@ class AttentionStats:
         self._layer_moments: Dict[Tuple[int, str], _Moments] = {}  # per-image means over heads
         self._layouts: Dict[int, TokenLayout] = {}
         self._heads: Dict[int, int] = {}
-        self._work: Optional[Tensor] = None  # scratch reused by every update (see _scratch)
+        self._scratch = ScratchBuffer()  # per-element temporaries reused by every update
 
     # ------------------------------------------------------------------ updates
 
@@ -134,11 +132,11 @@ class AttentionStats:
             layer = operator.index(layer)
         except TypeError:
             raise MetricInputError(f"layer must be an int, got {type(layer).__name__}") from None
-        layout = _require_layout(layout, what)
+        layout = require_layout(layout, what)
         seen = self._layouts.get(layer)
         if seen is not None and seen != layout:
             raise MetricInputError(
-                f"layer {layer} was updated with {_layout_str(seen)}, now {_layout_str(layout)}; "
+                f"layer {layer} was updated with {describe_layout(seen)}, now {describe_layout(layout)}; "
                 "use one AttentionStats per input size"
             )
         return layer, layout
@@ -156,25 +154,13 @@ class AttentionStats:
                     self._layer_moments[key] = _Moments(v.shape[2:])
                 self._layer_moments[key].add(v.mean(dim=1))
 
-    def _scratch(self, like: Tensor) -> Tensor:
-        """A tensor shaped like ``like`` over storage kept between updates.
-
-        Per-element temporaries as large as a map, allocated afresh for every layer of
-        every batch, cost more than the arithmetic on them: the allocator hands such
-        blocks back to the system and takes them again, zeroing pages each time.
-        """
-        work = self._work
-        if work is None or work.numel() < like.numel() or work.dtype != like.dtype or work.device != like.device:
-            work = self._work = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
-        return work[: like.numel()].view(like.shape)
-
     def update(self, layer: int, attn: Tensor, layout: TokenLayout) -> None:
         """Add one batch of attention maps ``[B, heads, N, N]`` of block ``layer``."""
         layer, layout = self._layer_key(layer, layout, "AttentionStats.update")
         # Per-element work runs in the map's precision (at least float32): per-image values
         # sum at most N terms; the running sums over images are float64 (_Moments).
         dtype = torch.float64 if attn.dtype == torch.float64 else torch.float32
-        a = _validate_attention(attn, layout, self.check, dtype=dtype)
+        a = validate_attention(attn, layout, self.check, dtype=dtype)
         heads = a.shape[1]
         if self._heads.get(layer, heads) != heads:
             raise MetricInputError(f"layer {layer} was updated with {self._heads[layer]} heads, now {heads}")
@@ -183,22 +169,22 @@ class AttentionStats:
         values: Dict[str, Tensor] = {}
         # one pass over the map for each expensive part, shared by the metrics that need it
         if want & {"entropy", "entropy_norm", "entropy_patch", "entropy_prefix"}:
-            row_entropy = _row_entropy(a, out=self._scratch(a))          # [B, H, N]
-            entropy = row_entropy.mean(-1)
+            entropy_rows = row_entropy(a, out=self._scratch.like(a))         # H_i: [B, H, N]
+            entropy = entropy_rows.mean(-1)
             if "entropy" in want:
                 values["entropy"] = entropy
             if "entropy_norm" in want and a.shape[-1] >= 2:
                 values["entropy_norm"] = entropy / math.log(a.shape[-1])
             if "entropy_patch" in want:
-                values["entropy_patch"] = row_entropy[..., p:].mean(-1)
+                values["entropy_patch"] = entropy_rows[..., p:].mean(-1)
             if "entropy_prefix" in want and p > 0:
-                values["entropy_prefix"] = row_entropy[..., :p].mean(-1)
+                values["entropy_prefix"] = entropy_rows[..., :p].mean(-1)
         if want & {"mad_px", "mad_px_raw"}:
-            block, mass = _patch_block(a, layout)
-            weighted_px = _weighted_distance(block, _distances(layout, a.device, pixels=True, dtype=dtype),
-                                             out=self._scratch(block))
+            block, mass = patch_block(a, layout)
+            weighted_px = weighted_distance(block, patch_distances(layout, a.device, pixels=True, dtype=dtype),
+                                             out=self._scratch.like(block))
             if "mad_px" in want:
-                values["mad_px"] = _renorm_rows(weighted_px, mass).mean(-1)
+                values["mad_px"] = renorm_rows(weighted_px, mass).mean(-1)
             if "mad_px_raw" in want:
                 values["mad_px_raw"] = weighted_px.mean(-1)
         if "nonlocality" in want:
@@ -206,11 +192,11 @@ class AttentionStats:
             if ph == pw and "mad_px_raw" in values:  # square patches: patch units = pixels / p
                 values["nonlocality"] = values["mad_px_raw"] / ph
             else:
-                values["nonlocality"] = _nonlocality_core(a, layout)
+                values["nonlocality"] = nonlocality_core(a, layout)
         if "prefix_mass" in want:
-            values["prefix_mass"] = _prefix_mass_core(a, layout)
+            values["prefix_mass"] = prefix_mass_core(a, layout)
         if "globality" in want:
-            values["globality"] = _globality_core(a, layout, self.radii)
+            values["globality"] = globality_core(a, layout, self.radii)
         self._heads[layer] = heads
         self._commit(layer, layout, values)
 

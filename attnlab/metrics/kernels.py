@@ -1,0 +1,206 @@
+"""The computational kernels behind every attention metric, on validated maps.
+
+:mod:`.attention` (one call per map) and :mod:`.streaming` (many batches, several
+metrics sharing one pass over a map) compute the same numbers with these functions, so
+both give the same bits. Nothing here checks its input: callers pass a map ``a`` of
+shape ``[B, H, N, N]`` that :func:`~.validation.validate_attention` has already checked
+and converted (float64, or float32 in the accumulator), plus its
+:class:`~attnlab.layout.TokenLayout`. The ``*_core`` functions return the per-image
+values ``[B, H]`` (``[B, H, R]`` for globality); the rest are the shared parts.
+
+Notation as in :mod:`.attention`: ``P`` prefix tokens, ``G`` patch tokens, ``d_ij`` the
+grid distance between patches ``i`` and ``j``, ``A~`` the patch block renormalised over
+patch keys.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..layout import TokenLayout
+from .validation import MetricInputError
+
+__all__ = [
+    "ScratchBuffer",
+    "distance_rings",
+    "entropy_core",
+    "globality_core",
+    "mad_core",
+    "nonlocality_core",
+    "patch_block",
+    "patch_distances",
+    "prefix_mass_core",
+    "renorm_rows",
+    "ring_mass",
+    "row_entropy",
+    "weighted_distance",
+]
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@lru_cache(maxsize=64)
+def _distances_cpu(layout: TokenLayout, pixels: bool) -> Tensor:
+    # Computed from integer offsets (not cdist, which may take a matmul shortcut) so that
+    # d_ii is exactly 0 and integer distances are exact: globality thresholds d_ij > r
+    # at integer r depend on it.
+    coords = layout.patch_coords()
+    diff = coords[:, None, :] - coords[None, :, :]
+    if pixels:
+        diff = diff * torch.tensor(layout.patch_size, dtype=torch.float64)
+    return diff.pow(2).sum(-1).sqrt()  # d_ij = sqrt(dy^2 + dx^2)
+
+
+def patch_distances(
+    layout: TokenLayout, device: torch.device, pixels: bool = False, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """``[G, G]`` distances between patch positions (patch units or pixels), cached per layout."""
+    return _distances_cpu(layout, pixels).to(device=device, dtype=dtype)
+
+
+@lru_cache(maxsize=64)
+def distance_rings(layout: TokenLayout, radii: Tuple[float, ...]) -> Tuple[Tensor, Tensor, int]:
+    """Ring of every (query, key) patch pair for a globality curve (CPU, cached).
+
+    With ``u`` the sorted distinct radii, ``ring_ij`` counts the radii below ``d_ij``, so
+    ``d_ij > u_m`` exactly when ``ring_ij > m``. Also returns where each requested radius
+    sits in ``u`` and the number of rings ``len(u) + 1``.
+    """
+    distinct, where = torch.unique(torch.tensor(radii, dtype=torch.float64), sorted=True, return_inverse=True)
+    ring = (_distances_cpu(layout, pixels=False)[..., None] > distinct).sum(-1)  # float64 compare: exact
+    return ring, where, distinct.numel() + 1
+
+
+# --------------------------------------------------------------------------- shared parts
+
+
+class ScratchBuffer:
+    """Storage for per-element temporaries, kept between calls.
+
+    Temporaries as large as a map, allocated afresh for every layer of every batch, cost
+    more than the arithmetic on them: the allocator hands such blocks back to the system
+    and takes them again, zeroing pages each time. Pass ``buffer.like(t)`` as ``out=``.
+    """
+
+    def __init__(self) -> None:
+        self._work: Optional[Tensor] = None
+
+    def like(self, like: Tensor) -> Tensor:
+        """A tensor shaped like ``like`` (same dtype and device) over the kept storage."""
+        work = self._work
+        if work is None or work.numel() < like.numel() or work.dtype != like.dtype or work.device != like.device:
+            work = self._work = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+        return work[: like.numel()].view(like.shape)
+
+
+def row_entropy(a: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """``H_i = -sum_j A_ij log A_ij`` per row (``[..., N] -> [...]``), with ``0 log 0 = 0``.
+
+    One log and one multiply (faster than ``xlogy``/``entr`` on CPU): clamping at the
+    dtype's smallest normal number keeps the log finite at zeros, where ``0 * log(tiny)``
+    is exactly 0, and moves only subnormal entries, by under 1e-36 nats in float32.
+    ``out``, a scratch tensor shaped like ``a``, saves allocating one.
+    """
+    logs = torch.clamp_min(a, torch.finfo(a.dtype).tiny, out=out).log_()
+    return -logs.mul_(a).sum(-1)
+
+
+def patch_block(a: Tensor, layout: TokenLayout) -> Tuple[Tensor, Tensor]:
+    """Patch-to-patch block ``[B, H, G, G]`` and its row sums over patch keys ``[B, H, G]``."""
+    p = layout.num_prefix_tokens
+    block = a[..., p:, p:]
+    return block, block.sum(-1)
+
+
+def renorm_rows(weighted: Tensor, mass: Tensor) -> Tensor:
+    """Per-query sums of ``A`` turned into sums of ``A~``: ``weighted / mass`` (0 where mass is 0)."""
+    # sum_j A~_ij x_ij = (sum_j A_ij x_ij) / sum_j A_ij. A query that puts no mass at all on
+    # patch keys (only in hand-built maps or float underflow) contributes 0 rather than NaN.
+    return torch.where(mass > 0, weighted / mass.clamp_min(torch.finfo(mass.dtype).tiny), torch.zeros_like(weighted))
+
+
+def weighted_distance(block: Tensor, dist: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """``sum_j A_ij d_ij`` per query: ``[B, H, G]``; ``out`` is an optional scratch shaped like ``block``."""
+    return torch.mul(block, dist, out=out).sum(-1)  # elementwise: faster on CPU than einsum's batched matmul
+
+
+def ring_mass(block: Tensor, ring: Tensor, n_rings: int, scatter: Optional[bool] = None) -> Tensor:
+    """``sum_j A_ij [ring_ij = k]``: ``[B, H, G, G] -> [B, H, G, n_rings]`` in one pass.
+
+    A scatter-add on CPU; a one-hot contraction elsewhere (GPU scatter-adds use atomics,
+    whose summation order, and so the last bits, change from run to run). ``scatter``
+    forces one or the other.
+    """
+    if block.device.type == "cpu" if scatter is None else scatter:
+        out = block.new_zeros(*block.shape[:-1], n_rings)
+        return out.scatter_add_(-1, ring.expand(block.shape), block)
+    onehot = torch.nn.functional.one_hot(ring, n_rings).to(block.dtype)
+    return torch.einsum("bhij,ijk->bhik", block, onehot)
+
+
+# --------------------------------------------------------------------------- per-image values
+
+
+def entropy_core(a: Tensor, query: str, num_prefix: Optional[int], normalized: bool) -> Tensor:
+    """``mean_{i in Q} H_i`` per image and head ``[B, H]``, ``Q`` chosen by ``query``; ``/ log N`` if normalized."""
+    n = a.shape[-1]
+    if query not in ("all", "patch", "prefix"):
+        raise MetricInputError(f"query must be 'all', 'patch' or 'prefix', got {query!r}")
+    if query != "all":
+        if num_prefix is None:
+            raise MetricInputError(f"query={query!r} needs layout= or num_prefix_tokens=")
+        if query == "prefix":
+            if num_prefix == 0:
+                raise MetricInputError("query='prefix' but there are no prefix tokens")
+            a = a[..., :num_prefix, :]
+        else:
+            if num_prefix == n:
+                raise MetricInputError("query='patch' but there are no patch tokens")
+            a = a[..., num_prefix:, :]
+    h = row_entropy(a).mean(-1)  # [B, H]
+    if normalized:
+        if n < 2:
+            raise MetricInputError("normalised entropy needs N >= 2 tokens (log N = 0)")
+        h = h / math.log(n)
+    return h
+
+
+def mad_core(a: Tensor, layout: TokenLayout, renormalize: bool) -> Tensor:
+    """Mean attention distance in pixels ``[B, H]``: ``(1/G) sum_i sum_j A~_ij d_ij`` (``A`` if not renormalize)."""
+    block, mass = patch_block(a, layout)
+    wd = weighted_distance(block, patch_distances(layout, a.device, pixels=True, dtype=a.dtype))
+    if renormalize:
+        wd = renorm_rows(wd, mass)
+    return wd.mean(-1)
+
+
+def nonlocality_core(a: Tensor, layout: TokenLayout) -> Tensor:
+    """ConViT non-locality ``[B, H]``: ``(1/G) sum_{i,j in patches} d_ij A_ij``, patch units."""
+    p = layout.num_prefix_tokens
+    block = a[..., p:, p:]
+    return weighted_distance(block, patch_distances(layout, a.device, dtype=a.dtype)).mean(-1)
+
+
+def globality_core(a: Tensor, layout: TokenLayout, radii: Tensor) -> Tensor:
+    """Globality curve ``[B, H, R]``: ``(1/G) sum_i sum_j A~_ij [d_ij > r_k]`` for each radius ``r_k``."""
+    ring, where, n_rings = distance_rings(layout, tuple(radii.tolist()))
+    p = layout.num_prefix_tokens
+    by_ring = ring_mass(a[..., p:, p:], ring.to(a.device), n_rings)  # [B, H, G, U + 1]
+    # Renormalise each query's patch mass in place (a query with none keeps zeros), average
+    # over queries, then sum the rings beyond each radius: beyond u_m = rings k > m, one
+    # small product with a strictly-lower mask (the mean commutes with it).
+    mass = by_ring.sum(-1, keepdim=True).clamp_min_(torch.finfo(a.dtype).tiny)
+    share = by_ring.div_(mass).mean(-2)                                # [B, H, U + 1]
+    outer = torch.ones(n_rings, n_rings - 1, dtype=a.dtype, device=a.device).tril(-1)
+    return (share @ outer)[..., where.to(a.device)]                    # [B, H, R], requested order
+
+
+def prefix_mass_core(a: Tensor, layout: TokenLayout) -> Tensor:
+    """Attention-sink mass ``[B, H]``: ``(1/G) sum_{i in patches} sum_{j in prefix} A_ij``."""
+    p = layout.num_prefix_tokens
+    return a[..., p:, :p].sum(-1).mean(-1)  # empty prefix -> sums of nothing = 0
