@@ -483,9 +483,12 @@ def test_imagefolder_wrong_layout(tmp_path):
         load_dataset("imagefolder", "train", tmp_path)
 
 
-@pytest.mark.skipif(not Path("/work/shared/data/cifar10-jpeg/test").is_dir(), reason="shared CIFAR-10 JPEG folder absent")
+SHARED_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"  # ../shared of the repo
+
+
+@pytest.mark.skipif(not (SHARED_CIFAR10 / "test").is_dir(), reason="../shared/data/cifar10-jpeg absent")
 def test_real_cifar10_jpeg_folder_subset():
-    ds = load_dataset("imagefolder", "test", "/work/shared/data/cifar10-jpeg", subset=50)
+    ds = load_dataset("imagefolder", "test", SHARED_CIFAR10, subset=50)
     assert len(ds) == 50 and len(ds.classes) == 10 and ds[0][0].size == (32, 32)
 
 

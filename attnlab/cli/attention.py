@@ -50,7 +50,10 @@ def _make(kind: str) -> Callable[..., None]:
         official_config: OfficialConfigOption = None,
     ) -> None:
         from ..errors import AttnlabError
+        from ..paths import check_output_dir
         from ..studies.attention import ENTROPY_METRICS, GLOBALITY_METRICS, measure_attention
+
+        check_output_dir(out)  # before any work
 
         all_images = list(images or []) + list(paths or [])
         if paths and not images:

@@ -19,9 +19,9 @@ import numpy as np
 import torch.utils.data
 from PIL import Image
 
-from ..errors import AttnlabError
+from ..errors import AttnlabError, one_line
+from ..paths import PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 Transform = Optional[Callable[[Any], Any]]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
@@ -44,11 +44,6 @@ def cache_root() -> Path:
 def cache_dir(name: str) -> Path:
     """The cache folder of one dataset (not created here)."""
     return cache_root() / name
-
-
-def one_line(text: Any) -> str:
-    """Error messages must be one line, whatever an underlying exception says."""
-    return " ".join(str(text).split())
 
 
 def describe_dir(path: Path, limit: int = 6) -> str:

@@ -15,7 +15,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import AttnlabError
-from .base import ArrayDataset, PathLike, cache_dir, check_split, check_subset, describe_dir, download_archive, one_line
+from .base import ArrayDataset, PathLike, cache_dir, check_split, check_subset, describe_dir, download_archive
+from ..errors import one_line
 
 SPLITS = ("train", "test")
 

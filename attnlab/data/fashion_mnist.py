@@ -16,7 +16,8 @@ from typing import BinaryIO, List, Optional, Tuple
 import numpy as np
 
 from ..errors import AttnlabError
-from .base import ArrayDataset, PathLike, cache_dir, check_split, check_subset, describe_dir, download_file, one_line
+from .base import ArrayDataset, PathLike, cache_dir, check_split, check_subset, describe_dir, download_file
+from ..errors import one_line
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 SPLITS = ("train", "test")

@@ -15,7 +15,8 @@ from PIL import Image
 
 from ..errors import AttnlabError
 from ..spec import InputSpec
-from .base import convert_image, mode_for, one_line
+from .base import convert_image, mode_for
+from ..errors import one_line
 
 RESIZE_MODES = ("pad", "resize")
 

@@ -141,3 +141,35 @@ def test_model_without_attention_fails_without_partial_output(tmp_path, images):
     out = tmp_path / "out"
     result = runner.invoke(app, ["entropy", "--ckpt", str(ck), "--images", str(images), "--out", str(out)])
     _fails_cleanly(result, out, "no ViT attention layer")
+
+
+@pytest.mark.parametrize("command", ["globality", "entropy", "gradcam"])
+@pytest.mark.parametrize("bad", ["file", "under-file", "read-only"])
+def test_bad_out_is_refused_before_any_work(tmp_path, ckpts, images, command, bad, monkeypatch):
+    import os
+
+    from attnlab.studies import attention, attribution
+
+    ran = []
+    monkeypatch.setattr(attention.AttentionAnalyser, "update", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(attribution.study, "load_models", lambda *a, **k: ran.append(1) or [])
+    target = tmp_path / "taken"
+    if bad == "file":
+        target.write_text("x")
+        out = target
+    elif bad == "under-file":
+        target.write_text("x")
+        out = target / "sub"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root can write into read-only folders")
+        target.mkdir()
+        target.chmod(0o500)
+        out = target / "out"
+    result = runner.invoke(app, [command, "--ckpt", ckpts["vit_micro_patch4_32"], "--images", str(images),
+                                 "--out", str(out)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --out") and "folder" in lines[0]
+    assert ran == []
+    assert not [p for p in tmp_path.iterdir() if ".staging-" in p.name]
