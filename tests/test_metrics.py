@@ -1,4 +1,4 @@
-"""Attention and feature metrics against the closed forms of methods.md section 3."""
+"""Attention and feature metrics against their closed forms (README, "Attention metrics")."""
 import itertools
 import math
 

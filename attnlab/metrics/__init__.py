@@ -1,6 +1,6 @@
 """Metrics of what attention does: per-head attention statistics, feature diversity, and
 a streaming accumulator. Plain tensors plus a :class:`~attnlab.layout.TokenLayout` in,
-no model code (definitions: docs/methods.md section 3).
+no model code (the definitions: README, "Attention metrics").
 
 Modules: :mod:`.attention` (per-head metrics of one map), :mod:`.streaming`
 (:class:`AttentionStats`, many batches), :mod:`.features` (feature diversity),

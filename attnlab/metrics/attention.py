@@ -1,4 +1,4 @@
-"""Per-head metrics of attention maps (methods.md section 3).
+"""Per-head metrics of attention maps (definitions: README, "Attention metrics").
 
 Every function takes a plain attention tensor ``A`` of shape ``[B, heads, N, N]`` whose
 rows sum to 1, plus a :class:`~attnlab.layout.TokenLayout` that says which tokens are
@@ -106,7 +106,7 @@ def mean_attention_distance_per_image(
 ) -> Tensor:
     """Mean attention distance in pixels per image and head, ``[B, heads]`` float64.
 
-    ``renormalize=True`` (the default, methods.md): ``value[b, h] = (1/G) sum_{i in patches}
+    ``renormalize=True`` (the default): ``value[b, h] = (1/G) sum_{i in patches}
     sum_{j in patches} A~_ij d_ij`` with ``A~_ij = A_ij / sum_{k in patches} A_ik`` and
     ``d_ij`` in pixels (row offsets times ``ph``, column offsets times ``pw``).
     ``renormalize=False`` is the sayakpaul/probing-vits variant: prefix columns dropped,
