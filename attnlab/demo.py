@@ -105,8 +105,8 @@ def run_demo(out: Path, cfg: Optional[DemoConfig] = None, fresh: bool = False, l
     if not (_done(out / "globality", key) and _done(out / "entropy", key)):
         attention = measure_attention(paths, labels, num_images=cfg.analysis_images, device=cfg.device,
                                       metrics=GLOBALITY_METRICS + ENTROPY_METRICS, **data)
-        GlobalityResult(attention.frame).save(out / "globality")
-        EntropyResult(attention.frame).save(out / "entropy")
+        GlobalityResult(attention.frame, layouts=attention.layouts).save(out / "globality")
+        EntropyResult(attention.frame, layouts=attention.layouts).save(out / "entropy")
         _mark(out / "globality", key)
         _mark(out / "entropy", key)
     else:

@@ -1,6 +1,7 @@
 """``attnlab globality`` and ``attnlab entropy``: attention metrics of one or more checkpoints."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -52,6 +53,7 @@ def _make(kind: str) -> Callable[..., None]:
         from ..errors import AttnlabError
         from ..paths import check_output_dir
         from ..studies.attention import ENTROPY_METRICS, GLOBALITY_METRICS, measure_attention
+        from ..studies.inputs import plural
 
         check_output_dir(out)  # before any work
 
@@ -70,12 +72,15 @@ def _make(kind: str) -> Callable[..., None]:
         written = result.save(out)
         metric = "mad_px" if kind == "globality" else "entropy_norm"
         unit = "mean attention distance (px)" if kind == "globality" else "entropy / log N"
-        typer.echo(f"{unit} per layer, mean over heads, {result.n_images} images:")
+        typer.echo(f"{unit} per layer, mean over heads, {plural(result.n_images, 'image')}:")
         typer.echo(result.layer_summary(metric).round(3).to_string())
         typer.echo("wrote " + ", ".join(str(p) for p in written))
 
     command.__name__ = kind
     command.__doc__ = _DOCS[kind]
+    if kind == "entropy":  # radii shape the globality curves only: entropy has no such option
+        sig = inspect.signature(command, eval_str=True)
+        command.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "radii"])
     return command
 
 

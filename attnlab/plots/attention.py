@@ -34,9 +34,16 @@ def _layers(ax: plt.Axes, layers: np.ndarray) -> None:
     ax.set_xlabel("layer")
 
 
+def _uniform_line(ax: plt.Axes, value: Optional[float], label: str) -> None:
+    """A labelled reference line (uniform attention) where its value is known."""
+    if value is not None and np.isfinite(value):
+        ax.axhline(value, color="0.45", linewidth=0.9, linestyle=":", label=label, zorder=0)
+
+
 @styled
-def mad_per_layer(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
-    """Mean attention distance per layer: mean over heads, band = min..max over heads."""
+def mad_per_layer(df: pd.DataFrame, metric: str = "mad_px", uniform: Optional[float] = None) -> plt.Figure:
+    """Mean attention distance per layer: mean over heads, band = min..max over heads;
+    ``uniform``: the distance of uniform attention on the models' grid, drawn as a reference."""
     d = df[(df["metric"] == metric) & (df["head"] >= 0)]
     palette = model_palette(list(d["model"].unique()))
     fig, ax = plt.subplots(figsize=SINGLE_COLUMN)
@@ -48,6 +55,7 @@ def mad_per_layer(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
         if attention == "applied":
             ax.fill_between(x, stats["min"], stats["max"], color=palette[model], alpha=0.15, linewidth=0)
     _layers(ax, np.sort(d["layer"].unique()))
+    _uniform_line(ax, uniform, f"uniform attention ({uniform:.1f} px)" if uniform is not None else "")
     ax.set_ylabel("mean attention distance (px)")
     ax.set_title("Attention distance per layer (band: range over heads)")
     ax.legend(frameon=False)
@@ -55,7 +63,7 @@ def mad_per_layer(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
 
 
 @styled
-def mad_per_head(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
+def mad_per_head(df: pd.DataFrame, metric: str = "mad_px", uniform: Optional[float] = None) -> plt.Figure:
     """One point per head against layer (ViT paper, figure 7 style), models side by side."""
     d = df[(df["metric"] == metric) & (df["head"] >= 0) & (df["attention"] == "applied")]
     models = list(d["model"].unique())
@@ -68,6 +76,7 @@ def mad_per_head(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
         ax.scatter(m["layer"] + 1 + offset, m["value"], s=10, color=palette[model], label=model, alpha=0.85,
                    edgecolors="none")
     _layers(ax, np.sort(d["layer"].unique()))
+    _uniform_line(ax, uniform, f"uniform attention ({uniform:.1f} px)" if uniform is not None else "")
     ax.set_ylabel("mean attention distance (px)")
     ax.set_title("Attention distance of every head")
     ax.legend(frameon=False, markerscale=1.5)
@@ -98,8 +107,9 @@ def globality_curves(df: pd.DataFrame) -> plt.Figure:
 
 
 @styled
-def entropy_per_layer(df: pd.DataFrame) -> plt.Figure:
-    """Entropy per layer (nats, and / log N), band = 95% confidence interval over images."""
+def entropy_per_layer(df: pd.DataFrame, log_n: Optional[float] = None) -> plt.Figure:
+    """Entropy per layer (nats, and / log N), band = 95% confidence interval over images;
+    ``log_n``: ln N of the models' token count (uniform attention), drawn as a reference."""
     fig, axes = plt.subplots(1, 2, figsize=DOUBLE_COLUMN)
     for ax, metric, ylabel in [(axes[0], "entropy", "attention entropy (nats)"),
                                (axes[1], "entropy_norm", "entropy / log N")]:
@@ -113,8 +123,10 @@ def entropy_per_layer(df: pd.DataFrame) -> plt.Figure:
         if len(d):
             _layers(ax, np.sort(d["layer"].unique()))
         ax.set_ylabel(ylabel)
-    axes[1].axhline(1.0, color="0.5", linewidth=0.8, linestyle=":")
+    _uniform_line(axes[0], log_n, f"uniform: ln N = {log_n:.2f}" if log_n is not None else "")
+    _uniform_line(axes[1], 1.0, "uniform: log N")
     axes[1].set_ylim(top=1.02)
+    axes[1].legend(frameon=False, loc="lower left")
     axes[0].legend(frameon=False)
     fig.suptitle("Attention entropy per layer (band: 95% CI over images)", fontsize=9)
     fig.tight_layout()

@@ -12,13 +12,16 @@ globality metrics give ``globality.csv`` and its figures, the entropy metrics
 """
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import pandas as pd
+import torch
 
-from ..metrics import DEFAULT_RADII
+from ..layout import TokenLayout
+from ..metrics import DEFAULT_RADII, mean_attention_distance
 from ..paths import PathLike
 from ..spec import InputSpec
 from .inputs import ImageSelection, ModelSource, check_batch_size, group_by_input, load_models
@@ -34,7 +37,24 @@ ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 @dataclass
 class AttentionResult(StudyResult):
-    """Attention metrics of one or more models over the same images."""
+    """Attention metrics of one or more models over the same images; ``layouts`` (model ->
+    token layout) give the figures their uniform-attention reference lines."""
+
+    layouts: Dict[str, TokenLayout] = field(default_factory=dict)
+
+    def uniform_distance(self) -> Optional[float]:
+        """Mean attention distance (px) of uniform attention, when every model has the same grid."""
+        distinct = {(lay.grid_size, lay.patch_size, lay.num_prefix_tokens) for lay in self.layouts.values()}
+        if len(distinct) != 1:
+            return None
+        lay = next(iter(self.layouts.values()))
+        n = lay.num_tokens
+        return float(mean_attention_distance(torch.full((1, 1, n, n), 1.0 / n, dtype=torch.float64), layout=lay))
+
+    def log_tokens(self) -> Optional[float]:
+        """ln N, the entropy of uniform attention, when every model has the same token count."""
+        counts = {lay.num_tokens for lay in self.layouts.values()}
+        return math.log(counts.pop()) if len(counts) == 1 else None
 
     def share(self, metrics: Sequence[str]) -> pd.DataFrame:
         """The rows of ``metrics`` only."""
@@ -57,12 +77,13 @@ class AttentionResult(StudyResult):
         out: Dict[str, FigureMaker] = {}
         if self.has(GLOBALITY_METRICS):
             rows = self.share(GLOBALITY_METRICS)
-            out["mad_per_layer"] = lambda: fig.mad_per_layer(rows)
-            out["mad_per_head"] = lambda: fig.mad_per_head(rows)
+            uniform = self.uniform_distance()
+            out["mad_per_layer"] = lambda: fig.mad_per_layer(rows, uniform=uniform)
+            out["mad_per_head"] = lambda: fig.mad_per_head(rows, uniform=uniform)
             out["globality_curves"] = lambda: fig.globality_curves(rows)
         if self.has(ENTROPY_METRICS):
             rows_e = self.share(ENTROPY_METRICS)
-            out["entropy_per_layer"] = lambda: fig.entropy_per_layer(rows_e)
+            out["entropy_per_layer"] = lambda: fig.entropy_per_layer(rows_e, log_n=self.log_tokens())
             out["entropy_heatmap"] = lambda: fig.entropy_heatmaps(rows_e)
         return out
 
@@ -81,15 +102,17 @@ class AttentionResult(StudyResult):
 class GlobalityResult(AttentionResult):
     """The globality share of an attention study: ``globality.csv`` and its three figures."""
 
-    def __init__(self, frame: pd.DataFrame, notes: Optional[List[str]] = None) -> None:
-        super().__init__(frame[frame["metric"].isin(GLOBALITY_METRICS)], list(notes or []))
+    def __init__(self, frame: pd.DataFrame, notes: Optional[List[str]] = None,
+                 layouts: Optional[Dict[str, TokenLayout]] = None) -> None:
+        super().__init__(frame[frame["metric"].isin(GLOBALITY_METRICS)], list(notes or []), dict(layouts or {}))
 
 
 class EntropyResult(AttentionResult):
     """The entropy share of an attention study: ``entropy.csv`` and its two figures."""
 
-    def __init__(self, frame: pd.DataFrame, notes: Optional[List[str]] = None) -> None:
-        super().__init__(frame[frame["metric"].isin(ENTROPY_METRICS)], list(notes or []))
+    def __init__(self, frame: pd.DataFrame, notes: Optional[List[str]] = None,
+                 layouts: Optional[Dict[str, TokenLayout]] = None) -> None:
+        super().__init__(frame[frame["metric"].isin(ENTROPY_METRICS)], list(notes or []), dict(layouts or {}))
 
 
 def measure_attention(
@@ -141,7 +164,8 @@ def measure_attention(
     ordered = [results[m.label] for m in loaded]  # the order models were given
     for r in ordered:
         notes += r.notes
-    return AttentionResult(pd.concat([r.frame for r in ordered], ignore_index=True), notes)
+    layouts = {m.label: r.layout for m, r in zip(loaded, ordered)}
+    return AttentionResult(pd.concat([r.frame for r in ordered], ignore_index=True), notes, layouts)
 
 
 def write_globality(frame: pd.DataFrame, out: PathLike) -> list:

@@ -33,6 +33,8 @@ def test_mad_per_layer(frame):
     ax = f.axes[0]
     assert ax.get_xlabel() == "layer" and ax.get_ylabel() == "mean attention distance (px)"
     assert legend_texts(ax) == ["ViT", "ReViT", "ReViT (own softmax(S))"]
+    f = fig.mad_per_layer(frame, uniform=16.5)
+    assert legend_texts(f.axes[0])[-1] == "uniform attention (16.5 px)"
     assert [int(t) for t in ax.get_xticks()] == [1, 2, 3, 4, 5, 6]
 
 
@@ -63,3 +65,16 @@ def test_entropy_heatmaps(frame):
     assert [a.get_title() for a in heat] == ["ViT", "ReViT"]
     assert heat[0].get_xlabel() == "head" and heat[0].get_ylabel() == "layer"
     assert isinstance(f, matplotlib.figure.Figure)
+
+
+def test_reference_lines_from_the_layouts(frame, tmp_path):
+    from attnlab.studies.attention import AttentionResult
+
+    lay = attnlab.TokenLayout(num_prefix_tokens=1, grid_size=(8, 8), patch_size=(4, 4))
+    result = AttentionResult(frame, layouts={"ViT": lay, "ReViT": lay})
+    assert result.uniform_distance() == pytest.approx(float(frame[(frame["metric"] == "mad_px")]["value"].max()), abs=2)
+    assert result.log_tokens() == pytest.approx(np.log(65))
+    figs = result.figures()
+    assert legend_texts(figs["entropy_per_layer"].axes[0])[-1] == "uniform: ln N = 4.17"
+    other = attnlab.TokenLayout(num_prefix_tokens=0, grid_size=(4, 4), patch_size=(8, 8))
+    assert AttentionResult(frame, layouts={"ViT": lay, "ReViT": other}).uniform_distance() is None
