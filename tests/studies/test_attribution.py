@@ -302,3 +302,14 @@ def test_internal_failure_reaches_the_user(tmp_path, ckpts, images, monkeypatch)
     result = _invoke("--ckpt", ckpts["vit"], "--images", str(images), "--method", "eigencam", "--no-metrics",
                      "--out", str(out))
     _fails_cleanly(result, out, "vit: eigencam failed at layer blocks.5.norm1: IndexError: index 7 is out of bounds")
+
+
+def test_target_class_names_match_without_case_and_suggest():
+    import numpy as np
+
+    from attnlab.studies.attribution import resolve_targets
+
+    classes = ["T-shirt/top", "Trouser", "Sneaker"]
+    assert resolve_targets("sneaker", np.array([0, 1]), np.array([-1, -1]), classes).tolist() == [2, 2]
+    with pytest.raises(AttnlabError, match="did you mean 'Sneaker'"):
+        resolve_targets("sneakr", np.array([0]), np.array([-1]), classes)

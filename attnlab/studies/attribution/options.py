@@ -77,12 +77,17 @@ def resolve_targets(target: str, predicted: np.ndarray, labels: np.ndarray, clas
             raise AttnlabError(f"--target true: the dataset has label {int(labels.max())}, but {label} has only "
                                f"{n_classes} classes")
         return labels
+    folded = [str(c).casefold() for c in classes]
     if target in classes:
         index = list(classes).index(target)
+    elif folded.count(target.casefold()) == 1:  # `sneaker` names the class `Sneaker`
+        index = folded.index(target.casefold())
     elif target.strip().lstrip("-").isdigit() and 0 <= int(target) < n_classes:
         index = int(target)
     else:
+        close = difflib.get_close_matches(target.casefold(), folded, n=1)
+        hint = f" (did you mean {list(classes)[folded.index(close[0])]!r}?)" if close else ""
         shown = ", ".join(list(classes)[:8]) + (", ..." if n_classes > 8 else "")
-        raise AttnlabError(f"--target {target!r} is not a class of {label} ({n_classes} classes: {shown}); "
+        raise AttnlabError(f"--target {target!r} is not a class of {label}{hint} ({n_classes} classes: {shown}); "
                            f"{TARGET_HELP} 0..{n_classes - 1}")
     return np.full(len(predicted), index, dtype=np.int64)
