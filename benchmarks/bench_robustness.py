@@ -15,9 +15,10 @@ import torch
 from timing import add_clock_options, best_of, setup_clock
 
 import attnlab  # noqa: F401
+from attnlab.data import normalize
 from attnlab.models import create_model
-from attnlab.robustness import evaluate_conditions, normalise, sweep_conditions
 from attnlab.spec import InputSpec
+from attnlab.studies.robustness import evaluate_conditions, sweep_conditions
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     batches = [(torch.rand(args.batch, 1, *size, generator=g), torch.randint(0, 10, (args.batch,), generator=g))
                for _ in range(args.images // args.batch)]
     conds = sweep_conditions([0, 2, 4, 8, 16], [0.5, 0.75, 1.0, 1.25, 1.5], "h", "black", size)
-    views = [normalise(torch.cat([x] + [c.apply(x, g) for c in conds]), spec) for x, _ in batches]
+    views = [normalize(torch.cat([x] + [c.apply(x, g) for c in conds]), spec) for x, _ in batches]
     n_total = sum(v.shape[0] for v in views)
 
     def plain():

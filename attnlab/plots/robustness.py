@@ -1,20 +1,34 @@
 """Figures of robustness: metrics against shift or scale, a (dx, dy) heatmap, attention under shift."""
 from __future__ import annotations
 
+from typing import Tuple
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .style import DOUBLE_COLUMN, model_palette, use_style
+from .style import DOUBLE_COLUMN, model_palette, styled
 
 _XLABEL = {"scale": "scale factor", "two-crops": "crop offset range (px)",
            "random-translate": "maximum random shift (px)"}
 _YLABEL = {"accuracy": "top-1 accuracy", "consistency": "consistency with unshifted top-1"}
 
 
+def _name_and_fill(transform: str) -> Tuple[str, str]:
+    """``shift-h:reflect`` -> ("shift-h", "reflect"); a transform without a fill suffix -> (it, "")."""
+    name, _, fill = transform.partition(":")
+    return name, fill
+
+
+def _title(transform: str) -> str:
+    """``shift-h``; ``shift-h, reflect fill`` for a shift whose border is not black."""
+    name, fill = _name_and_fill(transform)
+    return f"{name}, {fill} fill" if fill else name
+
+
+@styled
 def against_magnitude(df: pd.DataFrame, transform: str) -> plt.Figure:
     """Accuracy and consistency against the transform's magnitude, one line per model, 95% CI bands."""
-    use_style()
     d = df[(df["transform"] == transform) & (df["metric"].isin(["accuracy", "consistency"]))]
     metrics = [m for m in ("accuracy", "consistency") if m in set(d["metric"])]
     palette = model_palette(list(df["model"].unique()))
@@ -24,24 +38,25 @@ def against_magnitude(df: pd.DataFrame, transform: str) -> plt.Figure:
             m = d[(d["model"] == model) & (d["metric"] == metric)].sort_values("magnitude")
             ax.plot(m["magnitude"], m["value"], marker="o", color=palette[model], label=model)
             ax.fill_between(m["magnitude"], m["ci_low"], m["ci_high"], color=palette[model], alpha=0.2, linewidth=0)
-        ax.set_xlabel(_XLABEL.get(transform, f"{transform.replace('shift-', '')} shift (px)"))
+        name = _name_and_fill(transform)[0]
+        ax.set_xlabel(_XLABEL.get(name, f"{name.replace('shift-', '')} shift (px)"))
         ax.set_ylabel(_YLABEL[metric])
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].legend(frameon=False)
-    fig.suptitle(f"Robustness to {transform} (band: bootstrap 95% CI)", fontsize=9)
+    fig.suptitle(f"Robustness to {_title(transform)} (band: bootstrap 95% CI)", fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def shift_grid(df: pd.DataFrame, metric: str = "accuracy") -> plt.Figure:
-    """Heatmap of a metric over (dx, dy), one panel per model, one colour scale."""
+@styled
+def shift_grid(df: pd.DataFrame, metric: str = "accuracy", transform: str = "shift-grid") -> plt.Figure:
+    """Heatmap of a metric over (dx, dy), one panel per model, one colour scale (consistency without labels)."""
     import seaborn as sns
 
-    use_style()
-    d = df[(df["transform"] == "shift-grid") & (df["metric"] == metric)]
+    d = df[(df["transform"] == transform) & (df["metric"] == metric)]
     if d.empty and metric == "accuracy":
         metric = "consistency"
-        d = df[(df["transform"] == "shift-grid") & (df["metric"] == metric)]
+        d = df[(df["transform"] == transform) & (df["metric"] == metric)]
     models = list(d["model"].unique())
     fig, axes = plt.subplots(1, len(models), figsize=(max(2.6 * len(models), 3.5), 2.8), squeeze=False)
     for k, (ax, model) in enumerate(zip(axes[0], models)):
@@ -50,18 +65,19 @@ def shift_grid(df: pd.DataFrame, metric: str = "accuracy") -> plt.Figure:
         grid.columns = grid.columns.astype(int)
         sns.heatmap(grid, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=grid.shape[0] <= 6, fmt=".2f",
                     cbar=k == len(models) - 1, cbar_kws={"label": _YLABEL.get(metric, metric)})
-        ax.set_title(model)
+        fill = _name_and_fill(transform)[1]
+        ax.set_title(f"{model} ({fill} fill)" if fill else model)
         ax.set_xlabel("dx (px)")
         ax.set_ylabel("dy (px)" if k == 0 else "")
     fig.tight_layout()
     return fig
 
 
+@styled
 def attention_under_transform(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
     """Per-layer mean attention distance at each magnitude: does attention follow the object?"""
-    use_style()
     d = df[(df["metric"] == metric) & (df["layer"] >= 0)]
-    d = d[d["transform"] != "shift-grid"]
+    d = d[d["transform"].str.partition(":")[0] != "shift-grid"]
     models = list(d["model"].unique())
     fig, axes = plt.subplots(1, len(models), figsize=DOUBLE_COLUMN, sharey=True, squeeze=False)
     cmap = plt.get_cmap("viridis")
@@ -74,7 +90,7 @@ def attention_under_transform(df: pd.DataFrame, metric: str = "mad_px") -> plt.F
             ml = m[m["layer"] == layer].sort_values("magnitude")
             ax.plot(ml["magnitude"], ml["value"], marker=".", color=cmap(layer / max(len(layers) - 1, 1)),
                     label=f"layer {layer + 1}")
-        ax.set_title(f"{model} ({transform})")
+        ax.set_title(f"{model} ({_title(transform)})")
         ax.set_xlabel("magnitude")
     axes[0][0].set_ylabel("mean attention distance (px)")
     axes[0][-1].legend(frameon=False, fontsize=6)

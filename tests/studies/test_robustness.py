@@ -9,12 +9,18 @@ from typer.testing import CliRunner
 from attnlab import save_checkpoint
 from attnlab.cli import app
 from attnlab.models import create_model
-from attnlab.robustness import (Condition, bootstrap_ci, evaluate_conditions, scale, shift, sweep_conditions,
-                                _js)
 from attnlab.spec import InputSpec
+from attnlab.studies.robustness import bootstrap_ci, evaluate_conditions, scale, shift, sweep_conditions
 from attnlab.tables import COLUMNS
 
 runner = CliRunner()
+
+
+def _js(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence written out: KL(p || m) / 2 + KL(q || m) / 2, m = (p + q) / 2."""
+    m = 0.5 * (p + q)
+    kl = lambda a, b: (torch.special.xlogy(a, a) - torch.special.xlogy(a, b)).sum(-1)  # noqa: E731
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
 
 
 def test_shift_moves_pixels_exactly_and_fills_black():
@@ -166,7 +172,19 @@ def test_bad_input(tmp_path, folder):
         lines = result.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and fragment in lines[-1], (args, result.stderr)
         assert not out.exists() or not any(out.iterdir())
+    result = runner.invoke(app, ["robustness", "--ckpt", ck, "--out", str(out)])
+    assert result.exit_code == 2 and "pass either --images PATH... or --dataset NAME" in result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_dataset_with_other_classes_gets_the_label_free_metrics(tmp_path, folder):
+    """A 5-class model on a 3-class folder: no accuracy, a note saying why, the rest measured."""
+    root, _, _ = folder
+    out = tmp_path / "out"
     other = save_checkpoint(create_model("vit_micro_patch4_32", num_classes=5), tmp_path / "five.pt")
     result = runner.invoke(app, ["robustness", "--ckpt", str(other), "--dataset", "imagefolder", "--data-dir",
-                                 str(root), "--out", str(out)])
-    assert result.exit_code == 2 and "has 3 classes but five predicts 5" in result.stderr
+                                 str(root), "--shifts", "0,4", "--scales", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "dataset imagefolder has 3 classes but five predicts 5: accuracy needs the model's labels" in result.stderr
+    df = pd.read_csv(out / "robustness.csv")
+    assert set(df["metric"]) == {"consistency", "prob_change", "js_divergence"}
