@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
+from ..train.recipe import SHORT_RUN_STEPS
 from .common import fail, user_errors
 
 _RECIPE = "Training recipe"
@@ -22,6 +23,7 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Global batch size (default 128).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default 1e-3).")] = None,
     subset: Annotated[Optional[int], typer.Option("--subset", help="Train on the first N training images.")] = None,
+    eval_subset: Annotated[Optional[int], typer.Option("--eval-subset", help="Test images evaluated after each epoch: the first N (default: all).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda (default auto).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<model>_<dataset>).")] = None,
@@ -29,19 +31,20 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file with any of these options (flags override it).")] = None,
     model_options: Annotated[Optional[str], typer.Option("--model-options", help="Extra model options, e.g. alpha=0.25,learn_alpha=false or cb_placement=block.")] = None,
     keep_epochs: Annotated[Optional[str], typer.Option("--keep-epochs", help="Also keep epoch_<k>.pt after these epochs: 1,2,4 or all.")] = None,
+    recipe: Annotated[Optional[str], typer.Option("--recipe", help=f"Values for label smoothing, drop-path, RandAugment, mixup and cutmix where you give none: long (0.1, 0.1, rand-m9-n2, 0.8, 1.0), short (all off; crops and flips kept), or auto (default: short below {SHORT_RUN_STEPS} optimizer steps, i.e. epochs x (train images // batch size), else long). Options you give always win.", rich_help_panel=_RECIPE)] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW weight decay (default 0.05).", rich_help_panel=_RECIPE)] = None,
     warmup_epochs: Annotated[Optional[float], typer.Option("--warmup-epochs", help="Linear warm-up epochs (default 5).", rich_help_panel=_RECIPE)] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", help="Default 0.1.", rich_help_panel=_RECIPE)] = None,
-    drop_path: Annotated[Optional[float], typer.Option("--drop-path", help="Stochastic depth rate (default 0.1).", rich_help_panel=_RECIPE)] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option("--label-smoothing", help="Default: the recipe's (long 0.1, short 0).", rich_help_panel=_RECIPE)] = None,
+    drop_path: Annotated[Optional[float], typer.Option("--drop-path", help="Stochastic depth rate (default: the recipe's, long 0.1, short 0).", rich_help_panel=_RECIPE)] = None,
     clip_grad: Annotated[Optional[float], typer.Option("--clip-grad", help="Max gradient norm, 0 = off (default 1.0).", rich_help_panel=_RECIPE)] = None,
     ema: Annotated[Optional[bool], typer.Option("--ema/--no-ema", help="Keep (and evaluate, save) an EMA of the weights.", rich_help_panel=_RECIPE, show_default=False)] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision on GPUs (default on).", rich_help_panel=_RECIPE, show_default=False)] = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="--no-augment switches every augmentation off.", rich_help_panel=_AUG, show_default=False)] = None,
-    randaugment: Annotated[Optional[str], typer.Option("--randaugment", help="timm-style rand-m9-n2, or none.", rich_help_panel=_AUG)] = None,
+    randaugment: Annotated[Optional[str], typer.Option("--randaugment", help="timm-style rand-m9-n2, or none (default: the recipe's, long rand-m9-n2, short none).", rich_help_panel=_AUG)] = None,
     crop_padding: Annotated[Optional[int], typer.Option("--crop-padding", help="Random-crop padding in pixels, 0 = off (default 4).", rich_help_panel=_AUG)] = None,
     hflip: Annotated[Optional[float], typer.Option("--hflip", help="Horizontal flip probability (default 0.5).", rich_help_panel=_AUG)] = None,
-    mixup: Annotated[Optional[float], typer.Option("--mixup", help="Mixup alpha, 0 = off (default 0.8).", rich_help_panel=_AUG)] = None,
-    cutmix: Annotated[Optional[float], typer.Option("--cutmix", help="CutMix alpha, 0 = off (default 1.0).", rich_help_panel=_AUG)] = None,
+    mixup: Annotated[Optional[float], typer.Option("--mixup", help="Mixup alpha, 0 = off (default: the recipe's, long 0.8, short 0).", rich_help_panel=_AUG)] = None,
+    cutmix: Annotated[Optional[float], typer.Option("--cutmix", help="CutMix alpha, 0 = off (default: the recipe's, long 1.0, short 0).", rich_help_panel=_AUG)] = None,
     save_every: Annotated[Optional[int], typer.Option("--save-every", help="Write the resume state every K steps (default 50).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch.")] = None,
     progress: Annotated[Optional[str], typer.Option("--progress", help="Progress bar: auto, on or off.")] = None,
@@ -51,7 +54,7 @@ def train(
 
     flags = {
         "model": model, "dataset": dataset, "data_dir": data_dir, "epochs": epochs, "batch_size": batch_size,
-        "lr": lr, "subset": subset, "seed": seed, "device": device, "out": out, "weight_decay": weight_decay,
+        "lr": lr, "subset": subset, "eval_subset": eval_subset, "recipe": recipe, "seed": seed, "device": device, "out": out, "weight_decay": weight_decay,
         "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing, "drop_path": drop_path,
         "clip_grad": clip_grad, "ema": ema, "amp": amp, "augment": augment, "randaugment": randaugment,
         "crop_padding": crop_padding, "hflip": hflip, "mixup": mixup, "cutmix": cutmix, "save_every": save_every,
@@ -60,7 +63,7 @@ def train(
     if resume:
         explicit = explicit_values(config, flags)
         out_dir = Path(explicit.get("out") or resolve_config(config, flags).out_dir)
-        from ..train.loop import config_for_resume
+        from ..train.run_folder import config_for_resume
 
         cfg = config_for_resume(out_dir, explicit)
     else:

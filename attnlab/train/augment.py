@@ -157,7 +157,3 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator, fill:
     out = padded.permute(0, 2, 3, 1)[batch, rows, cols]          # [B, H, W, C]
     return out.permute(0, 3, 1, 2).contiguous()
 
-
-def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float, exactly as torchvision's ToTensor + Normalize compute it (same rounding)."""
-    return x.to(torch.float32).div(255).sub(mean).div(std)

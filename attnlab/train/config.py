@@ -1,9 +1,12 @@
 """Training options: one dataclass, filled from defaults < YAML file < command-line flags.
 
-The defaults are a recipe for training small ViTs from scratch on small data (DeiT-style
-regularisation: AdamW, warm-up + cosine, label smoothing, RandAugment, mixup/cutmix,
-drop-path, gradient clipping). Every augmentation can be switched off one by one, or all
-at once with ``augment: false``. This module imports no torch, so the CLI can validate a
+The defaults train small ViTs from scratch on small data (AdamW, warm-up + cosine,
+gradient clipping, crops and flips). The regularisation that suits long runs only
+(label smoothing, drop-path, RandAugment, mixup, cutmix) is left unset (``None``, or
+``"auto"`` for ``randaugment``) and filled by a recipe when the run starts
+(``attnlab.train.recipe``: ``short`` for runs under 2,000 steps, else ``long``); a value
+the user gives always wins. Every augmentation can be switched off one by one, or all at
+once with ``augment: false``. This module imports no torch, so the CLI can validate a
 config instantly.
 """
 from __future__ import annotations
@@ -13,17 +16,18 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union, get_type_hints
+from typing import Any, Dict, Mapping, Optional, Tuple, get_type_hints
 
 from ..errors import AttnlabError
-
-PathLike = Union[str, "os.PathLike[str]"]
+from ..paths import PathLike
 
 #: Keys that may change when a run is resumed (they do not change the numbers it computes).
 RUNTIME_KEYS = frozenset({"data_dir", "download", "device", "out", "progress", "threads", "save_every"})
 
 PROGRESS_MODES = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda")
+AUTO = "auto"
+RECIPE_CHOICES = (AUTO, "short", "long")  # what each sets: attnlab.train.recipe.RECIPES
 
 
 @dataclass
@@ -37,6 +41,7 @@ class TrainConfig:
     download: bool = False                   # let the loader download a missing dataset
     subset: Optional[int] = None             # train on the first N training images only
     eval_split: str = "test"                 # the held-out split evaluated after every epoch
+    eval_subset: Optional[int] = None        # evaluate the first N images of eval_split each epoch (default all)
     out: Optional[str] = None                # run folder; default runs/<model>_<dataset>
     # schedule
     epochs: int = 50
@@ -46,15 +51,16 @@ class TrainConfig:
     warmup_epochs: float = 5.0               # linear warm-up; at most a fifth of the run
     weight_decay: float = 0.05               # AdamW; never on 1-D params, ReViT's a, pos/cls tokens
     clip_grad: float = 1.0                   # max global grad norm; 0 = no clipping
-    # regularisation and augmentation
-    label_smoothing: float = 0.1
-    drop_path: float = 0.1                   # stochastic depth rate
+    # regularisation and augmentation; None (randaugment: auto) = the recipe's value (long / short)
+    recipe: str = AUTO                       # auto (short below 2,000 steps, else long) | short | long
+    label_smoothing: Optional[float] = None  # long 0.1, short 0
+    drop_path: Optional[float] = None        # stochastic depth rate; long 0.1, short 0
     augment: bool = True                     # false switches every augmentation below off
-    randaugment: Optional[str] = "rand-m9-n2"  # timm-style "rand-m<M>-n<N>"; none/null = off
+    randaugment: Optional[str] = AUTO        # timm-style "rand-m<M>-n<N>"; none = off; long rand-m9-n2, short off
     crop_padding: int = 4                    # random crop after zero-padding this many pixels; 0 = off
     hflip: float = 0.5                       # horizontal flip probability; 0 = off
-    mixup: float = 0.8                       # mixup alpha; 0 = off
-    cutmix: float = 1.0                      # cutmix alpha; 0 = off
+    mixup: Optional[float] = None            # mixup alpha; 0 = off; long 0.8, short 0
+    cutmix: Optional[float] = None           # cutmix alpha; 0 = off; long 1.0, short 0
     mixup_prob: float = 1.0                  # chance a batch is mixed at all
     mixup_switch_prob: float = 0.5           # chance of cutmix instead of mixup when both are on
     ema: bool = False                        # keep an EMA of the weights (evaluated and saved instead)
@@ -107,10 +113,9 @@ class TrainConfig:
         _at_least("epochs", self.epochs, 1)
         _at_least("batch_size", self.batch_size, 1)
         _at_least("eval_batch_size", self.eval_batch_size, 1)
-        if self.subset is not None:
-            _at_least("subset", self.subset, 1)
-        if self.threads is not None:
-            _at_least("threads", self.threads, 1)
+        for name in ("subset", "eval_subset", "threads"):
+            if getattr(self, name) is not None:
+                _at_least(name, getattr(self, name), 1)
         _at_least("save_every", self.save_every, 0)
         _at_least("crop_padding", self.crop_padding, 0)
         _at_least("seed", self.seed, 0)
@@ -118,13 +123,13 @@ class TrainConfig:
             raise AttnlabError(f"lr must be a positive number, not {self.lr}")
         for name in ("min_lr", "weight_decay", "clip_grad", "warmup_epochs", "mixup", "cutmix", "drop_path"):
             v = getattr(self, name)
-            if not (v >= 0 and math.isfinite(v)):
+            if v is not None and not (v >= 0 and math.isfinite(v)):
                 raise AttnlabError(f"{name} must be a number >= 0, not {v}")
         for name in ("label_smoothing", "hflip", "mixup_prob", "mixup_switch_prob"):
             v = getattr(self, name)
-            if not 0 <= v <= 1:
+            if v is not None and not 0 <= v <= 1:
                 raise AttnlabError(f"{name} must be between 0 and 1, not {v}")
-        if self.drop_path >= 1:
+        if self.drop_path is not None and self.drop_path >= 1:
             raise AttnlabError(f"drop_path must be below 1, not {self.drop_path}")
         if not 0 <= self.ema_decay < 1:
             raise AttnlabError(f"ema_decay must be in [0, 1), not {self.ema_decay}")
@@ -132,7 +137,9 @@ class TrainConfig:
             raise AttnlabError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.progress not in PROGRESS_MODES:
             raise AttnlabError(f"progress must be one of {', '.join(PROGRESS_MODES)}, not {self.progress!r}")
-        if self.randaugment is not None:
+        if self.recipe not in RECIPE_CHOICES:
+            raise AttnlabError(f"recipe must be one of {', '.join(RECIPE_CHOICES)}, not {self.recipe!r}")
+        if self.randaugment not in (None, AUTO):
             parse_randaugment(self.randaugment)
         self.parsed_model_options()
         self.kept_epochs()
@@ -182,8 +189,8 @@ class TrainConfig:
 
     @property
     def mixing(self) -> bool:
-        """Whether batches are mixed (mixup or cutmix)."""
-        return self.augment and (self.mixup > 0 or self.cutmix > 0) and self.mixup_prob > 0
+        """Whether batches are mixed (mixup or cutmix); options left to the recipe count as off."""
+        return self.augment and ((self.mixup or 0) > 0 or (self.cutmix or 0) > 0) and self.mixup_prob > 0
 
 
 def parse_randaugment(spec: str) -> Tuple[int, int]:

@@ -126,3 +126,12 @@ def load_split(name: str, split: str, data_dir: Optional[str], download: bool, s
 
     return load_dataset(name, split, data_dir=data_dir, download=download, subset=subset)
 
+
+def normalize_uint8(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 batch -> model input, exactly as torchvision's ToTensor + Normalize compute it.
+
+    ``(x / 255 - mean) / std`` in float32, in that order, so the trainer's in-memory
+    tensors give bit-for-bit the inputs of ``attnlab.data.eval_transform``. For images
+    already in [0, 1] use :func:`attnlab.data.normalize` (which takes an InputSpec).
+    """
+    return x.to(torch.float32).div(255).sub(mean).div(std)

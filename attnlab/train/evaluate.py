@@ -1,15 +1,19 @@
 """Top-1 / top-5 and per-class accuracy of a model on a labelled split.
 
-``evaluate_checkpoint`` is what ``attnlab evaluate`` runs: it rebuilds the model from the
-checkpoint alone (``load_model``) and prepares images with the checkpoint's own
-InputSpec through ``attnlab.data.eval_transform``, so the numbers do not depend on how
-the model was trained. The trainer uses :func:`evaluate_batches` on its in-memory
-tensors, which go through the same geometry and normalisation.
+``evaluate_checkpoint`` is what ``attnlab evaluate`` runs: it loads the model as every
+``--ckpt`` command does (``attnlab.studies.inputs.load_models``: an attnlab checkpoint, a
+plain state dict with ``model=``, an official ReViT checkpoint, or timm weights with
+``pretrained=True``) and prepares images with the model's own InputSpec through
+``attnlab.data.eval_transform``, so the numbers do not depend on how the model was
+trained. The trainer uses :func:`evaluate_batches` on its in-memory tensors, which go
+through the same geometry and normalisation. :func:`save_per_class_accuracy` writes the
+per-class table into an output folder, all or nothing.
 """
 from __future__ import annotations
 
 import csv
 import io
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
@@ -18,9 +22,11 @@ import torch
 from torch import nn
 
 from ..errors import AttnlabError
+from ..paths import PathLike
 from ..spec import ModelSpec
 
-PathLike = Union[str, "Path"]
+PER_CLASS_FILE = "per_class_accuracy.csv"
+PER_CLASS_COLUMNS = ["model", "class", "n", "correct", "accuracy"]
 
 
 @dataclass
@@ -34,6 +40,7 @@ class EvalResult:
     classes: List[str]
     class_n: List[int] = field(default_factory=list)
     class_correct: List[int] = field(default_factory=list)
+    model: str = ""  # the model's label in tables
 
     @property
     def top1(self) -> float:
@@ -53,11 +60,12 @@ class EvalResult:
                 for c, n, k in zip(self.classes, self.class_n, self.class_correct)]
 
     def per_class_csv(self) -> str:
+        """:data:`PER_CLASS_COLUMNS`, one row per class, every row labelled with :attr:`model`."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["class", "n", "correct", "accuracy"])
+        w.writerow(PER_CLASS_COLUMNS)
         for c, n, k, acc in self.per_class():
-            w.writerow([c, n, k, "" if n == 0 else f"{acc:.4f}"])
+            w.writerow([self.model, c, n, k, "" if n == 0 else f"{acc:.4f}"])
         return buf.getvalue()
 
     def counts_tensor(self) -> torch.Tensor:
@@ -118,11 +126,6 @@ def evaluate_batches(
     return EvalResult(n, c1, c5, loss_sum, list(classes), class_n.tolist(), class_c.tolist())
 
 
-def _collate(batch):
-    xs, ys = zip(*batch)
-    return torch.stack(xs), torch.tensor(ys, dtype=torch.int64)
-
-
 def evaluate_checkpoint(
     ckpt: PathLike,
     dataset: str,
@@ -130,36 +133,53 @@ def evaluate_checkpoint(
     split: str = "test",
     batch_size: int = 256,
     device: str = "auto",
-    subset: Optional[int] = None,
+    num_images: Optional[int] = None,
     workers: int = 0,
+    *,
+    model: Optional[str] = None,
+    pretrained: bool = False,
+    official_config: Optional[PathLike] = None,
+    label: Optional[str] = None,
 ) -> Tuple[EvalResult, ModelSpec]:
-    """Evaluate a checkpoint on a dataset split; returns ``(EvalResult, ModelSpec)``.
+    """Evaluate a model on a dataset split (all of it, or its first ``num_images``).
 
-    The images go through ``eval_transform(spec.input)``, the checkpoint's own input spec.
+    ``ckpt``, ``model``, ``pretrained`` and ``official_config`` are what every ``--ckpt``
+    command takes; ``label`` names the model in tables (``EvalResult.model``; default: the
+    file name). The images go through ``eval_transform(spec.input)``, the model's own
+    input spec.
     """
-    from ..checkpoint import load_model
-    from ..data import eval_transform, load_dataset
-    from .distributed import resolve_device
+    from ..devices import resolve_device
+    from ..studies.inputs import ImageSelection, check_batch_size, check_num_images, load_models
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise AttnlabError(f"batch size must be a whole number >= 1, not {batch_size!r}")
+    check_batch_size(batch_size)
+    check_num_images(num_images)
     dev = resolve_device(device)
-    model, spec = load_model(ckpt, device=dev)
-    ds = load_dataset(dataset, split, data_dir=data_dir, subset=subset, channels=spec.input.channels,
-                      transform=eval_transform(spec.input))
+    loaded = load_models([ckpt], [label] if label else None, model=model, pretrained=pretrained,
+                         official_config=official_config)[0]
+    spec = loaded.spec
+    net = loaded.model.to(dev).eval()
+    # every image unless num_images says fewer (a study's default limit does not apply here)
+    images = ImageSelection(dataset=dataset, data_dir=data_dir, split=split, num_images=num_images,
+                            default_limit=sys.maxsize)
+    ds = images.dataset_for(spec.input.channels)
     if len(ds.classes) != spec.num_classes:
         raise AttnlabError(f"{ckpt} has {spec.num_classes} outputs but {ds.name}/{split} has {len(ds.classes)} "
                            "classes; evaluate it on the dataset it was trained for")
     if len(ds) == 0:
         raise AttnlabError(f"{ds.name}/{split} holds no images")
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         collate_fn=_collate)
-    result = evaluate_batches(model, loader, list(ds.classes), dev)
+    batches = images.batches(spec.input, batch_size, workers=workers)
+    result = evaluate_batches(net, batches, list(ds.classes), dev)
+    result.model = loaded.label
     return result, spec
 
 
-def write_per_class_csv(result: EvalResult, path: PathLike) -> Path:
-    """``class, n, correct, accuracy`` (accuracy in %), written atomically."""
-    from .state import atomic_write_text
+def save_per_class_accuracy(result: EvalResult, out: PathLike) -> Path:
+    """Write ``per_class_accuracy.csv`` (model, class, n, correct, accuracy %) into ``out``, all or nothing."""
+    from ..outputs import staged_outputs
 
-    return atomic_write_text(Path(path), result.per_class_csv())
+    from ..paths import check_output_dir
+
+    folder = check_output_dir(out)
+    with staged_outputs(folder) as stage:
+        (stage / PER_CLASS_FILE).write_text(result.per_class_csv(), encoding="utf-8")
+    return folder / PER_CLASS_FILE

@@ -1,10 +1,10 @@
 """The training loop: small ViTs from scratch, resumable to the bit, on one or many processes.
 
-``train(config)`` loads both splits into memory (``attnlab.train.data``), builds the
-model for the dataset (channels, classes), and trains with AdamW (no weight decay on 1-D
-parameters, ReViT's ``a``, position embedding and class token), a per-step warm-up +
-cosine schedule, label smoothing, RandAugment / crop / flip on tensors, mixup + cutmix
-(timm), drop-path, gradient clipping, mixed precision on GPUs and an optional EMA.
+``train(config)`` loads both splits into memory (``attnlab.train.data``), fills the options
+left to the recipe (``attnlab.train.recipe``), builds the model for the dataset (channels,
+classes), and trains with AdamW (``attnlab.train.optim``), label smoothing, RandAugment /
+crop / flip on tensors, mixup + cutmix (timm), drop-path, gradient clipping, mixed
+precision on GPUs and an optional EMA.
 
 What it writes into the run folder (rank 0 only):
 
@@ -20,26 +20,26 @@ with the same weights, bit for bit, as a run that was never interrupted (same de
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..errors import AttnlabError
-from .config import RUNTIME_KEYS, TrainConfig
-from .state import STATE_FILE
-
-if TYPE_CHECKING:
-    from .evaluate import EvalResult
-
-METRIC_COLUMNS = ["epoch", "train_loss", "test_loss", "top1", "top5", "lr", "alpha", "images_per_s", "seconds"]
-RUN_FILES = (STATE_FILE, "last.pt", "best.pt", "metrics.csv")
+from .augment import TensorAugment
+from .config import TrainConfig
+from .data import input_spec_for, load_split, normalize_uint8, to_tensor_data
+from .distributed import init_distributed, shard
+from .evaluate import EvalResult, evaluate_batches
+from .optim import build_optimizer, build_scheduler
+from .plan import build_model, load_eval_split, plan_batches
+from .progress import StepProgress
+from .recipe import apply_recipe
+from .records import EpochTally, TrainResult, alpha_text, epoch_line, epoch_row, metrics_csv
+from .run_folder import check_new_run, check_same_run, resumable_state
+from .state import atomic_write_text, capture_rng, epoch_permutation, restore_rng, save_state, seed_all, seed_step
 
 Log = Optional[Callable[[str], None]]
 
@@ -48,191 +48,54 @@ class NonFiniteLossError(AttnlabError):
     """The loss (or the gradient) stopped being a finite number; the run was stopped."""
 
 
-@dataclass
-class TrainResult:
-    """Where a run wrote its files and what it measured."""
-
-    out_dir: Path
-    history: List[Dict[str, Any]]
-    best_top1: float
-    best_epoch: int
-    steps_per_epoch: int
-    batch_size: int
-    rank: int = 0
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.out_dir / "last.pt"
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.out_dir / "best.pt"
-
-
-class WarmupCosine:
-    """LR multiplier per optimizer step: linear warm-up to 1, then cosine down to ``min_ratio``.
-
-    A plain object with plain attributes, so LambdaLR's state dict stays weights_only-safe.
-    """
-
-    def __init__(self, warmup_steps: int, total_steps: int, min_ratio: float) -> None:
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = int(total_steps)
-        self.min_ratio = float(min_ratio)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with two groups: decayed weights, and everything timm says must not decay
-    (1-D parameters: norms, biases, ReViT's ``a``; plus ``model.no_weight_decay()``)."""
-    from timm.optim import param_groups_weight_decay
-
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    groups = param_groups_weight_decay(model, weight_decay=config.weight_decay, no_weight_decay_list=skip)
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step warm-up + cosine; the warm-up is at most a fifth of the run."""
-    total = config.epochs * steps_per_epoch
-    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total // 5)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup, total, config.min_lr / config.lr))
-
-
-def alpha_text(model: nn.Module) -> str:
-    """ReViT's learned ``a`` for the metrics file ('' for models without one)."""
-    a = getattr(model, "alpha", None)
-    if not isinstance(a, torch.Tensor):
-        return ""
-    values = [float(v) for v in a.detach().float().flatten().cpu()]
-    return ";".join(f"{v:.6f}" for v in values)
-
-
-def metrics_csv(history: List[Mapping[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(METRIC_COLUMNS)
-    for row in history:
-        w.writerow([_fmt(c, row.get(c, "")) for c in METRIC_COLUMNS])
-    return buf.getvalue()
-
-
-def _fmt(column: str, v: Any) -> str:
-    if isinstance(v, str) or v is None:
-        return v or ""
-    if column == "epoch":
-        return str(int(v))
-    if column == "lr":
-        return f"{v:.6g}"
-    if column in ("images_per_s", "seconds"):
-        return f"{v:.2f}"
-    return f"{v:.6f}"
-
-
-def config_for_resume(out_dir: Path, explicit: Mapping[str, Any]) -> TrainConfig:
-    """The saved config of the run in ``out_dir``, with the explicitly given runtime keys.
-
-    Options that change the numbers (model, lr, epochs...) cannot change on resume: a
-    different value is an error rather than a silently different run.
-    """
-    from .state import load_state
-
-    state = load_state(out_dir)
-    cfg = TrainConfig.from_mapping(state["config"], f"{out_dir / STATE_FILE}")
-    for key, value in explicit.items():
-        if key in RUNTIME_KEYS:
-            setattr(cfg, key, value)
-        elif getattr(cfg, key) != value:
-            raise AttnlabError(f"--resume continues the run in {out_dir} as configured; {key} was "
-                               f"{getattr(cfg, key)!r} there, {value!r} here (drop it, or start a new run with "
-                               "another --out)")
-    cfg.out = str(out_dir)
-    return cfg
-
-
 class Trainer:
-    """One training run; :func:`train` is the way to use it."""
+    """One training run; :func:`train` is the way to use it: ``setup()`` then ``fit()``."""
 
     def __init__(self, config: TrainConfig, resume: bool = False, log: Log = print) -> None:
         self.config = config.validate()
         self.resume = resume
         self.log_fn = log
 
-    # -------------------------------------------------------------- small helpers
     def log(self, line: str) -> None:
         if self.log_fn is not None and self.dist.is_main:
             self.log_fn(line)
 
-    def forward_loss(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Logits and loss of one batch (under autocast on GPUs)."""
-        if self.autocast_dtype is not None:
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                logits = self.net(x)
-                loss = self.criterion(logits.float(), target)
-        else:
-            logits = self.net(x)
-            loss = self.criterion(logits, target)
-        return logits, loss
-
-    # -------------------------------------------------------------- setup
-    def _check_out_dir(self) -> Optional[Dict[str, Any]]:
-        from .state import load_state
-
-        out = self.config.out_dir
-        if self.resume:
-            state = load_state(out)
-            if state.get("finished"):
-                raise AttnlabError(f"nothing to resume: the run in {out} already finished all "
-                                   f"{state['config']['epochs']} epochs")
-            saved = state.get("config", {})
-            for key, value in self.config.to_dict().items():
-                if key not in RUNTIME_KEYS and key in saved and saved[key] != value:
-                    raise AttnlabError(f"cannot resume the run in {out} with a different {key} ({saved[key]!r} "
-                                       f"there, {value!r} here); resume with its own config or start a new run")
-            return state
-        if out.exists() and not out.is_dir():
-            raise AttnlabError(f"--out {out} is a file, not a folder")
-        found = [n for n in RUN_FILES if (out / n).exists()]
-        if found:
-            raise AttnlabError(f"{out} already holds a training run ({found[0]}); pass --resume to continue it, "
-                               "or choose another --out")
-        return None
-
+    # -------------------------------------------------------------- setup: all checks, nothing written
     def setup(self) -> None:
         """Everything that can fail on bad input happens here, before anything is written."""
-        from .augment import TensorAugment
-        from .data import input_spec_for, load_split, to_tensor_data
-        from .distributed import init_distributed
-        from .state import seed_all
-
         cfg = self.config
-        self.state = self._check_out_dir()
+        out = cfg.out_dir
+        if self.resume:
+            self.state: Optional[Dict[str, Any]] = resumable_state(out)
+        else:
+            check_new_run(out)
+            self.state = None
         self.dist = init_distributed(cfg.device)
         self.device = self.dist.device
 
         train_ds = load_split(cfg.dataset, "train", cfg.data_dir, cfg.download, cfg.subset)
-        test_ds = load_split(cfg.dataset, cfg.eval_split, cfg.data_dir, cfg.download)
+        test_ds = load_eval_split(cfg)
         if list(test_ds.classes) != list(train_ds.classes):
             raise AttnlabError(f"{train_ds.name}: the train and {cfg.eval_split} splits name different classes")
         self.classes = list(train_ds.classes)
         self.dataset_name = str(train_ds.name)
         channels = int(train_ds.channels)
 
+        self.config, self.recipe = apply_recipe(cfg, len(train_ds))
+        cfg = self.config.validate()
+        if self.state is not None:
+            check_same_run(cfg, self.state.get("config", {}), out)
+
         seed_all(cfg.seed)
-        self.model = self._build_model(channels)
+        self.model = build_model(cfg, channels, self.classes, self.dataset_name)
         self.spec = input_spec_for(self.model, self.dataset_name, channels)
         self.train_data = to_tensor_data(train_ds, self.spec)
         self.test_data = to_tensor_data(test_ds, self.spec)
         if len(self.train_data) == 0 or len(self.test_data) == 0:
             raise AttnlabError(f"{self.dataset_name}: the train or {cfg.eval_split} split holds no images")
 
-        self._plan_batches()
+        plan = plan_batches(len(self.train_data), cfg.batch_size, self.dist.world_size, cfg.mixing)
+        self.batch_size, self.steps_per_epoch, self.note = plan.batch_size, plan.steps_per_epoch, plan.note
         self.mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(self.spec.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         fill = [int(round(255 * m)) for m in self.spec.mean]
@@ -240,44 +103,8 @@ class Trainer:
                                      cfg.crop_padding if cfg.augment else 0,
                                      cfg.hflip if cfg.augment else 0.0, fill=fill)
 
-    def _build_model(self, channels: int) -> nn.Module:
-        from ..errors import ModelNameError
-        from ..models import create_model
-
-        cfg = self.config
-        try:
-            return create_model(cfg.model, in_chans=channels, num_classes=len(self.classes),
-                                drop_path_rate=cfg.drop_path, **cfg.parsed_model_options())
-        except ModelNameError:
-            raise
-        except (TypeError, ValueError, AssertionError, RuntimeError) as e:
-            first = " ".join(str(e).split())[:200]
-            raise AttnlabError(f"cannot build {cfg.model} for {self.dataset_name} ({channels} channels, "
-                               f"{len(self.classes)} classes): {first}") from None
-
-    def _plan_batches(self) -> None:
-        cfg = self.config
-        w = self.dist.world_size
-        n = len(self.train_data)
-        if cfg.batch_size % w:
-            raise AttnlabError(f"batch_size {cfg.batch_size} is the global batch; it must be divisible by the "
-                               f"{w} processes")
-        batch = min(cfg.batch_size, n - n % w)
-        per_rank = batch // w
-        if cfg.mixing and per_rank % 2:
-            per_rank -= 1  # timm's Mixup pairs images: each process needs an even batch
-        if per_rank < 1:
-            raise AttnlabError(f"{n} training images cannot make a batch for {w} processes"
-                               + (" with mixup/cutmix (needs 2 per process)" if cfg.mixing else ""))
-        self.batch_size = per_rank * w
-        self.per_rank = per_rank
-        self.steps_per_epoch = n // self.batch_size
-        if self.batch_size != cfg.batch_size:
-            self.note = f"batch size {self.batch_size} (asked {cfg.batch_size}; the training set has {n} images)"
-        else:
-            self.note = ""
-
     def _build_training(self) -> None:
+        """Optimizer, schedule, EMA, mixed precision, mixup and the loss, for the planned batches."""
         from timm.data import Mixup
         from timm.loss import SoftTargetCrossEntropy
         from timm.utils import ModelEmaV3
@@ -286,21 +113,21 @@ class Trainer:
         self.model.to(self.device)
         self.net = self.model
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             import warnings
+
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
             # a 1-channel patch embedding's weight grad [D,1,P,P] has equivalent but different strides
             # from DDP's bucket view: a harmless copy, warned about once per process
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
 
-        on_gpu = self.device.type == "cuda"
         self.autocast_dtype: Optional[torch.dtype] = None
-        if cfg.amp and on_gpu:
+        if cfg.amp and self.device.type == "cuda":
             self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
 
@@ -313,13 +140,16 @@ class Trainer:
         else:
             self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.generator = torch.Generator()
+        self.nonfinite = torch.zeros(1)  # summed over processes, so that all stop together
 
-    # -------------------------------------------------------------- state
-    def _state(self, epoch: int, step: int, perm: Optional[torch.Tensor], accum: Dict[str, float],
-               finished: bool) -> Dict[str, Any]:
-        from .state import capture_rng
-
-        return {
+    # -------------------------------------------------------------- resume state
+    def _save_state(self, epoch: int, step: int, perm: Optional[torch.Tensor], tally: EpochTally,
+                    finished: bool = False) -> None:
+        """Write everything an exact resume at (epoch, step) needs, as tensors and plain data."""
+        total = tally.summed(self.dist.all_reduce_sum)  # every rank takes part in the sum
+        if not self.dist.is_main:
+            return
+        save_state({
             "config": self.config.to_dict(),
             "epoch": epoch, "step": step, "global_step": self.global_step,
             "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size,
@@ -331,28 +161,13 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "perm": perm if perm is not None else torch.empty(0, dtype=torch.int64),
             "rng": capture_rng(self.generator),
-            "accum": dict(accum),
+            "accum": total.to_dict(),
             "history": [dict(r) for r in self.history],
             "best_top1": self.best_top1, "best_epoch": self.best_epoch,
-        }
+        }, self.config.out_dir)
 
-    def _global_accum(self, accum: Dict[str, float]) -> Dict[str, float]:
-        """This epoch's running sums over all processes (times are rank 0's)."""
-        t = torch.tensor([accum["loss_sum"], accum["correct"], accum["seen"]], dtype=torch.float64)
-        t = self.dist.all_reduce_sum(t)
-        return {**accum, "loss_sum": float(t[0]), "correct": float(t[1]), "seen": float(t[2])}
-
-    def _save_state(self, epoch: int, step: int, perm: Optional[torch.Tensor], accum: Dict[str, float],
-                    finished: bool = False) -> None:
-        from .state import save_state
-
-        total = self._global_accum(accum)  # every rank takes part in the sum
-        if self.dist.is_main:
-            save_state(self._state(epoch, step, perm, total, finished), self.config.out_dir)
-
-    def _load_state(self, state: Dict[str, Any]) -> Tuple[int, int, Dict[str, float]]:
-        from .state import restore_rng
-
+    def _restore(self, state: Dict[str, Any]) -> Tuple[int, int, EpochTally]:
+        """Load a resume state; returns where to continue (epoch, step) and the epoch's tally so far."""
         if state.get("steps_per_epoch") != self.steps_per_epoch or state.get("batch_size") != self.batch_size:
             raise AttnlabError(f"cannot resume: the saved run had {state.get('steps_per_epoch')} steps of "
                                f"{state.get('batch_size')} images per epoch, this data gives {self.steps_per_epoch} "
@@ -372,17 +187,19 @@ class Trainer:
         self.history = [dict(r) for r in state["history"]]
         self.best_top1 = float(state["best_top1"])
         self.best_epoch = int(state["best_epoch"])
-        accum = dict(state["accum"])
-        if not self.dist.is_main:  # the saved sums are global: count them once
-            accum.update(loss_sum=0.0, correct=0.0, seen=0.0)
         self.resumed_perm = state["perm"]
-        return int(state["epoch"]), int(state["step"]), accum
+        tally = EpochTally.from_dict(state["accum"])
+        # the saved sums are global: count them once
+        return int(state["epoch"]), int(state["step"]), tally if self.dist.is_main else tally.without_sums()
 
-    # -------------------------------------------------------------- evaluation
-    def evaluate(self) -> "EvalResult":
-        from .evaluate import EvalResult, evaluate_batches
+    # -------------------------------------------------------------- evaluation and writing
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is evaluated and saved: the EMA weights when there is an EMA."""
+        return self.ema.module if self.ema is not None else self.model
 
-        model = self.eval_model
+    def evaluate(self) -> EvalResult:
+        """The eval split through :attr:`eval_model`, each process a strided share, counts summed."""
         idx = torch.arange(len(self.test_data))[self.dist.rank::self.dist.world_size]
         bs = self.config.eval_batch_size
 
@@ -390,158 +207,152 @@ class Trainer:
             for i in range(0, len(idx), bs):
                 j = idx[i:i + bs]
                 x = self.test_data.images[j].to(self.device, non_blocking=True)
-                yield self._normalize(x), self.test_data.targets[j]
+                yield normalize_uint8(x, self.mean, self.std), self.test_data.targets[j]
 
-        res = evaluate_batches(model, batches(), self.classes, self.device, self.autocast_dtype)
+        res = evaluate_batches(self.eval_model, batches(), self.classes, self.device, self.autocast_dtype)
         if self.dist.enabled:
             res = EvalResult.from_counts(self.dist.all_reduce_sum(res.counts_tensor()), self.classes)
         return res
 
-    @property
-    def eval_model(self) -> nn.Module:
-        """What is evaluated and saved: the EMA weights when there is an EMA."""
-        return self.ema.module if self.ema is not None else self.model
-
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        from .augment import normalize
-
-        return normalize(x, self.mean, self.std)
-
-    # -------------------------------------------------------------- writing
     def _write_epoch(self, row: Dict[str, Any]) -> None:
         from ..checkpoint import save_checkpoint
-        from .state import atomic_write_text
 
         out = self.config.out_dir
+        epoch = int(row["epoch"])
         atomic_write_text(out / "metrics.csv", metrics_csv(self.history))
         prov = {
-            "dataset": self.dataset_name, "epochs": int(row["epoch"]), "seed": self.config.seed,
-            "metrics": {k: row[k] for k in METRIC_COLUMNS}, "config": self.config.to_dict(),
+            "dataset": self.dataset_name, "epochs": epoch, "seed": self.config.seed,
+            "metrics": dict(row), "config": self.config.to_dict(), "recipe": self.recipe.to_dict(),
             "train_images": len(self.train_data), "eval_split": self.config.eval_split,
-            "weights": "ema" if self.ema is not None else "model",
+            "eval_images": len(self.test_data), "weights": "ema" if self.ema is not None else "model",
         }
-        save_checkpoint(self.eval_model, out / "last.pt", classes=self.classes, input_spec=self.spec, provenance=prov)
-        if int(row["epoch"]) in self.config.kept_epochs():
-            save_checkpoint(self.eval_model, out / f"epoch_{int(row['epoch'])}.pt", classes=self.classes,
-                            input_spec=self.spec, provenance=prov)
-        if int(row["epoch"]) == self.best_epoch:
-            save_checkpoint(self.eval_model, out / "best.pt", classes=self.classes, input_spec=self.spec,
-                            provenance=prov)
+        names = ["last.pt"] + [f"epoch_{epoch}.pt"] * (epoch in self.config.kept_epochs())
+        names += ["best.pt"] * (epoch == self.best_epoch)
+        for name in names:
+            save_checkpoint(self.eval_model, out / name, classes=self.classes, input_spec=self.spec, provenance=prov)
 
     # -------------------------------------------------------------- the loop
     def fit(self) -> TrainResult:
-        from .distributed import shard
-        from .progress import StepProgress
-        from .state import atomic_write_text, epoch_permutation, seed_step
-
-        cfg = self.config
+        """Train every remaining epoch: a step at a time, then evaluate, write, save the state."""
         self._build_training()
+        epoch0, step0, tally = self._start()
+        with StepProgress(self.config.progress, self.dist.is_main) as bar:
+            for epoch in range(epoch0, self.config.epochs):
+                first = epoch == epoch0
+                tally = tally if first else EpochTally()
+                self._train_epoch(epoch, step0 if first else 0, tally, bar)
+                self._finish_epoch(epoch, tally)
+        return TrainResult(self.config.out_dir, self.history, self.best_top1, self.best_epoch, self.steps_per_epoch,
+                           self.batch_size, self.dist.rank)
+
+    def _start(self) -> Tuple[int, int, EpochTally]:
+        """Where training begins: step 0, or the saved state; then the run folder and the announcement."""
         self.global_step = 0
         self.history: List[Dict[str, Any]] = []
         self.best_top1, self.best_epoch = -1.0, 0
-        start_epoch, start_step = 0, 0
-        accum = _fresh_accum()
-        self.resumed_perm = None
+        self.resumed_perm: Optional[torch.Tensor] = None
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
+        epoch, step, tally = 0, 0, EpochTally()
         if self.state is not None:
-            start_epoch, start_step, accum = self._load_state(self.state)
+            epoch, step, tally = self._restore(self.state)
             self.state = None
-        out = cfg.out_dir
+        out = self.config.out_dir
         if self.dist.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            if start_epoch or start_step:  # rows written after the saved state are replayed
+            if epoch or step:  # rows written after the saved state are replayed
                 atomic_write_text(out / "metrics.csv", metrics_csv(self.history))
-        self._announce(start_epoch, start_step)
+        self._announce(epoch, step)
+        return epoch, step, tally
 
-        n = len(self.train_data)
-        b, w, rank = self.batch_size, self.dist.world_size, self.dist.rank
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        nonfinite = torch.zeros(1)
-        with StepProgress(cfg.progress, self.dist.is_main) as bar:
-            for epoch in range(start_epoch, cfg.epochs):
-                perm = epoch_permutation(cfg.seed, epoch, n)
-                if start_step and self.resumed_perm is not None and self.resumed_perm.numel():
-                    if not torch.equal(self.resumed_perm, perm):
-                        raise AttnlabError("cannot resume: this epoch's data order differs from the saved one "
-                                           "(did the dataset change?)")
-                bar.start_epoch(f"{epoch + 1}/{cfg.epochs}", self.steps_per_epoch, start_step)
-                self.net.train()
-                t_epoch = time.perf_counter()
-                lr_used = self.optimizer.param_groups[0]["lr"]
-                for step in range(start_step, self.steps_per_epoch):
-                    t_step = time.perf_counter()
-                    seed_step(cfg.seed, epoch, step, rank, self.generator)
-                    idx = shard(perm[step * b:(step + 1) * b], rank, w)
-                    x = self.train_data.images[idx]
-                    y = self.train_data.targets[idx]
-                    if self.augment.active:
-                        x = self.augment(x, self.generator)
-                    x = self._normalize(x.to(self.device, non_blocking=True))
-                    y = y.to(self.device, non_blocking=True)
-                    target = y
-                    if self.mixup is not None:
-                        x, target = self.mixup(x, y)
-                    lr_used = self.optimizer.param_groups[0]["lr"]
+    def _epoch_order(self, epoch: int, resumed_mid_epoch: bool) -> torch.Tensor:
+        """This epoch's data order (seeded); a resume mid-epoch checks it is the saved one."""
+        perm = epoch_permutation(self.config.seed, epoch, len(self.train_data))
+        saved = self.resumed_perm
+        if resumed_mid_epoch and saved is not None and saved.numel() and not torch.equal(saved, perm):
+            raise AttnlabError("cannot resume: this epoch's data order differs from the saved one "
+                               "(did the dataset change?)")
+        return perm
 
-                    logits, loss = self.forward_loss(x, target)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.scaler.scale(loss).backward()
-                    if self.scaler.is_enabled():
-                        self.scaler.unscale_(self.optimizer)
-                    if cfg.clip_grad > 0:
-                        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
-                    else:
-                        gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-                    loss_value = float(loss.detach())
-                    bad = not math.isfinite(loss_value) or (not self.scaler.is_enabled()
-                                                            and not math.isfinite(float(gnorm)))
-                    if self.dist.enabled:  # all processes stop together
-                        nonfinite.fill_(1.0 if bad else 0.0)
-                        bad = bool(self.dist.all_reduce_sum(nonfinite).item() > 0)
-                    if bad:
-                        self._stop_nonfinite(epoch, step, loss_value)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    self.scheduler.step()
-                    self.global_step += 1
-                    if self.ema is not None:
-                        self.ema.update(self.model, step=self.global_step)
+    def _train_epoch(self, epoch: int, start_step: int, tally: EpochTally, bar: StepProgress) -> None:
+        cfg = self.config
+        perm = self._epoch_order(epoch, start_step > 0)
+        bar.start_epoch(f"{epoch + 1}/{cfg.epochs}", self.steps_per_epoch, start_step)
+        self.net.train()
+        tally.restart_clock()
+        for step in range(start_step, self.steps_per_epoch):
+            self._train_step(epoch, step, perm, tally)
+            if bar.enabled:
+                bar.update(step + 1, tally.mean_loss, tally.accuracy, tally.images_per_s(self.dist.world_size))
+            if cfg.save_every and self.global_step % cfg.save_every == 0 and step + 1 < self.steps_per_epoch:
+                tally.lap()
+                self._save_state(epoch, step + 1, perm, tally)
 
-                    bs = int(y.shape[0])
-                    accum["loss_sum"] += loss_value * bs
-                    accum["correct"] += float((logits.detach().argmax(-1) == y).sum())
-                    accum["seen"] += bs
-                    accum["train_seconds"] += time.perf_counter() - t_step
-                    if bar.enabled:
-                        bar.update(step + 1, accum["loss_sum"] / max(1.0, accum["seen"]),
-                                   100.0 * accum["correct"] / max(1.0, accum["seen"]),
-                                   accum["seen"] * w / max(1e-9, accum["train_seconds"]))
-                    if cfg.save_every and self.global_step % cfg.save_every == 0 and step + 1 < self.steps_per_epoch:
-                        accum["epoch_seconds"] += time.perf_counter() - t_epoch
-                        t_epoch = time.perf_counter()
-                        self._save_state(epoch, step + 1, perm, accum)
+    def _batch(self, epoch: int, step: int, perm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """This process's share of global batch ``step``: augmented, normalised, on the device."""
+        seed_step(self.config.seed, epoch, step, self.dist.rank, self.generator)
+        b = self.batch_size
+        idx = shard(perm[step * b:(step + 1) * b], self.dist.rank, self.dist.world_size)
+        x = self.train_data.images[idx]
+        y = self.train_data.targets[idx]
+        if self.augment.active:
+            x = self.augment(x, self.generator)
+        x = normalize_uint8(x.to(self.device, non_blocking=True), self.mean, self.std)
+        return x, y.to(self.device, non_blocking=True)
 
-                totals = self._global_accum(accum)
-                result = self.evaluate()
-                accum["epoch_seconds"] += time.perf_counter() - t_epoch
-                row = {
-                    "epoch": epoch + 1,
-                    "train_loss": totals["loss_sum"] / max(1.0, totals["seen"]),
-                    "test_loss": result.loss, "top1": result.top1, "top5": result.top5,
-                    "lr": lr_used, "alpha": alpha_text(self.eval_model),
-                    "images_per_s": totals["seen"] / max(1e-9, totals["train_seconds"]),
-                    "seconds": accum["epoch_seconds"],
-                }
-                self.history.append(row)
-                if result.top1 > self.best_top1:
-                    self.best_top1, self.best_epoch = result.top1, epoch + 1
-                if self.dist.is_main:
-                    self._write_epoch(row)
-                self.log(_epoch_line(row, cfg.epochs))
-                start_step = 0
-                accum = _fresh_accum()
-                self._save_state(epoch + 1, 0, None, accum, finished=epoch + 1 == cfg.epochs)
-        return TrainResult(out, self.history, self.best_top1, self.best_epoch, self.steps_per_epoch, self.batch_size,
-                           self.dist.rank)
+    def forward_loss(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Logits and loss of one batch (under autocast on GPUs)."""
+        if self.autocast_dtype is not None:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                logits = self.net(x)
+                loss = self.criterion(logits.float(), target)
+        else:
+            logits = self.net(x)
+            loss = self.criterion(logits, target)
+        return logits, loss
+
+    def _train_step(self, epoch: int, step: int, perm: torch.Tensor, tally: EpochTally) -> None:
+        """One optimizer step on global batch ``step``; stops the run before a non-finite update."""
+        t0 = time.perf_counter()
+        x, y = self._batch(epoch, step, perm)
+        target = y
+        if self.mixup is not None:
+            x, target = self.mixup(x, y)
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
+
+        logits, loss = self.forward_loss(x, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        if self.config.clip_grad > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_grad)
+        else:
+            gnorm = torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+        loss_value = float(loss.detach())
+        self._stop_if_nonfinite(epoch, step, loss_value, float(gnorm))
+
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.global_step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+        correct = float((logits.detach().argmax(-1) == y).sum())
+        tally.add(loss_value, correct, int(y.shape[0]), time.perf_counter() - t0)
+
+    def _finish_epoch(self, epoch: int, tally: EpochTally) -> None:
+        """Evaluate, log, write metrics and checkpoints, and save the state of the next epoch's start."""
+        totals = tally.summed(self.dist.all_reduce_sum)
+        result = self.evaluate()
+        tally.lap()
+        row = epoch_row(epoch + 1, totals, result, self.last_lr, alpha_text(self.eval_model), tally.epoch_seconds)
+        self.history.append(row)
+        if result.top1 > self.best_top1:
+            self.best_top1, self.best_epoch = result.top1, epoch + 1
+        if self.dist.is_main:
+            self._write_epoch(row)
+        self.log(epoch_line(row, self.config.epochs))
+        self._save_state(epoch + 1, 0, None, EpochTally(), finished=epoch + 1 == self.config.epochs)
 
     def _announce(self, start_epoch: int, start_step: int) -> None:
         cfg = self.config
@@ -549,12 +360,20 @@ class Trainer:
         self.log(f"training {cfg.model} on {self.dataset_name}: {len(self.train_data)} train / {len(self.test_data)} "
                  f"{cfg.eval_split} images, {len(self.classes)} classes, {cfg.epochs} epochs of {self.steps_per_epoch} "
                  f"steps, batch {self.batch_size}, on {where} -> {cfg.out_dir}")
+        self.log(self.recipe.describe())
         if self.note:
             self.log(f"note: {self.note}")
         if start_epoch or start_step:
             self.log(f"resuming at epoch {start_epoch + 1}, step {start_step} (global step {self.global_step})")
 
-    def _stop_nonfinite(self, epoch: int, step: int, loss_value: float) -> None:
+    def _stop_if_nonfinite(self, epoch: int, step: int, loss_value: float, grad_norm: float) -> None:
+        """Raise before the update when the loss (or, without a grad scaler, the gradient) is not finite."""
+        bad = not math.isfinite(loss_value) or (not self.scaler.is_enabled() and not math.isfinite(grad_norm))
+        if self.dist.enabled:  # all processes stop together
+            self.nonfinite.fill_(1.0 if bad else 0.0)
+            bad = bool(self.dist.all_reduce_sum(self.nonfinite).item() > 0)
+        if not bad:
+            return
         last = self.config.out_dir / "last.pt"
         kept = (f"the last good checkpoint {last} (epoch {self.history[-1]['epoch']}) is kept"
                 if self.history else "no checkpoint was written yet")
@@ -562,17 +381,6 @@ class Trainer:
         raise NonFiniteLossError(
             f"non-finite {what} at epoch {epoch + 1}, step {step + 1} (global step {self.global_step + 1}); "
             f"training stopped before that update; {kept}; try a lower --lr or --clip-grad")
-
-
-def _fresh_accum() -> Dict[str, float]:
-    return {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0, "train_seconds": 0.0, "epoch_seconds": 0.0}
-
-
-def _epoch_line(row: Mapping[str, Any], epochs: int) -> str:
-    alpha = f"  a {row['alpha']}" if row.get("alpha") else ""
-    return (f"epoch {int(row['epoch'])}/{epochs}  train_loss {row['train_loss']:.4f}  test_loss {row['test_loss']:.4f}  "
-            f"top1 {row['top1']:.2f}%  top5 {row['top5']:.2f}%  lr {row['lr']:.3g}{alpha}  "
-            f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f} s")
 
 
 def train(config: TrainConfig, resume: bool = False, log: Log = print) -> TrainResult:

@@ -14,23 +14,21 @@ step (a user hook, a library) resumes exactly too.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..atomic import atomic_path
 from ..errors import AttnlabError
+from ..paths import PathLike
 
 STATE_FORMAT = "attnlab-train-state"
 STATE_VERSION = 1
 STATE_FILE = "resume.pt"
 STATE_INFO_FILE = "resume.json"
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 # ----------------------------------------------------------------------------- seeds

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import Union
-
 import numpy as np
 
-PathLike = Union[str, "Path"]
+from ..paths import PathLike
 
 
 def _idx_bytes(arr: np.ndarray) -> bytes:

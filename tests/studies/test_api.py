@@ -145,3 +145,16 @@ def test_readme_python_example_runs(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert (tmp_path / "out/api/attention/globality.csv").exists()
     assert (tmp_path / "out/api/gradcam/gradcam_maps.npz").exists()
+
+
+def test_train_and_evaluate_from_the_top_level(tmp_path):
+    from attnlab.train.synthetic import write_fashion_mnist_idx
+
+    data = write_fashion_mnist_idx(tmp_path / "fm", n_train=32, n_test=16)
+    config = attnlab.TrainConfig(model="vit_micro_patch4_32", dataset="fashion-mnist", data_dir=str(data),
+                                 epochs=1, batch_size=16, out=str(tmp_path / "run"), device="cpu")
+    result = attnlab.train(config)
+    assert (tmp_path / "run" / "best.pt").exists()
+    evaluated, spec = attnlab.evaluate(tmp_path / "run" / "best.pt", "fashion-mnist", data_dir=data)
+    assert spec.arch == "vit_micro_patch4_32" and evaluated.n == 16 and 0.0 <= evaluated.top1 <= 100.0
+    assert result is not None

@@ -22,7 +22,9 @@ from attnlab.models import create_model
 from attnlab.train import TrainConfig, resolve_config
 from attnlab.train.augment import TensorAugment
 from attnlab.train.evaluate import evaluate_checkpoint
-from attnlab.train.loop import METRIC_COLUMNS, Trainer, WarmupCosine, build_optimizer, train
+from attnlab.train.loop import Trainer, train
+from attnlab.train.optim import WarmupCosine, build_optimizer
+from attnlab.train.records import METRIC_COLUMNS
 from attnlab.train.synthetic import write_fashion_mnist_idx
 
 runner = CliRunner()
@@ -228,8 +230,9 @@ def _cli_child(args) -> None:
 def test_resume_after_sigkill_is_bit_identical(tmp_path, fmnist):
     """A run SIGKILLed mid-epoch and resumed ends with exactly the weights of one uninterrupted run."""
     data = write_fashion_mnist_idx(tmp_path / "data", n_train=96, n_test=16, seed=2)
-    # every random piece on: RandAugment, crop, flip, mixup/cutmix, drop-path, label smoothing, EMA
-    extra = ["--ema", "--drop-path", "0.1"]
+    # every random piece on (the long recipe): RandAugment, crop, flip, mixup/cutmix, drop-path,
+    # label smoothing, EMA
+    extra = ["--ema", "--drop-path", "0.1", "--recipe", "long"]
     killed = tiny(data, tmp_path / "killed", batch_size=8, save_every=2)
     whole = tiny(data, tmp_path / "whole", batch_size=8, save_every=2)
 
@@ -255,7 +258,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, fmnist):
 
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "killed"), "--resume", "--progress", "off"])
     assert r.exit_code == 0, r.output
-    assert "resuming at epoch" in r.stdout
+    assert "resuming at epoch" in r.stdout and "recipe: long (chosen explicitly" in r.stdout
     r = runner.invoke(app, cli_args(whole) + extra)
     assert r.exit_code == 0, r.output
 
@@ -280,7 +283,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, fmnist):
 
 # ----------------------------------------------------------------------------- two processes
 def test_two_gloo_processes_equal_one_process(tmp_path, fmnist):
-    from attnlab.train.distributed import launch_local
+    from attnlab.train.launch import launch_local
 
     common = dict(epochs=1, batch_size=16, augment=False, drop_path=0.0, lr=2e-3, warmup_epochs=0)
     one = tiny(fmnist, tmp_path / "one", **common)
