@@ -1,11 +1,12 @@
 """Figures of robustness: metrics against shift or scale, a (dx, dy) heatmap, attention under shift."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from .style import DOUBLE_COLUMN, model_palette, styled
 
@@ -27,8 +28,9 @@ def _title(transform: str) -> str:
 
 
 @styled
-def against_magnitude(df: pd.DataFrame, transform: str) -> plt.Figure:
-    """Accuracy and consistency against the transform's magnitude, one line per model, 95% CI bands."""
+def against_magnitude(df: pd.DataFrame, transform: str, chance: Optional[float] = None) -> plt.Figure:
+    """Accuracy and consistency against the transform's magnitude, one line per model, 95% CI bands;
+    ``chance`` (1 / classes) is drawn on the accuracy panel. Shift axes tick at whole pixels."""
     d = df[(df["transform"] == transform) & (df["metric"].isin(["accuracy", "consistency"]))]
     metrics = [m for m in ("accuracy", "consistency") if m in set(d["metric"])]
     palette = model_palette(list(df["model"].unique()))
@@ -39,11 +41,38 @@ def against_magnitude(df: pd.DataFrame, transform: str) -> plt.Figure:
             ax.plot(m["magnitude"], m["value"], marker="o", color=palette[model], label=model)
             ax.fill_between(m["magnitude"], m["ci_low"], m["ci_high"], color=palette[model], alpha=0.2, linewidth=0)
         name = _name_and_fill(transform)[0]
+        if metric == "accuracy" and chance is not None:
+            ax.axhline(chance, color="0.45", linewidth=0.9, linestyle=":", label=f"chance ({chance:.0%})", zorder=0)
+        if name != "scale":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(_XLABEL.get(name, f"{name.replace('shift-', '')} shift (px)"))
         ax.set_ylabel(_YLABEL[metric])
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].legend(frameon=False)
     fig.suptitle(f"Robustness to {_title(transform)} (band: bootstrap 95% CI)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@styled
+def two_crops(df: pd.DataFrame, transform: str = "two-crops") -> plt.Figure:
+    """The consistency protocol: top-1 agreement between two random crops of each image, one bar per
+    model, with its bootstrap 95% CI."""
+    d = df[(df["transform"] == transform) & (df["metric"] == "consistency")]
+    models = list(d["model"].unique())
+    palette = model_palette(models)
+    fig, ax = plt.subplots(figsize=(max(1.0 + 0.8 * len(models), 3.0), 2.6))
+    values = [float(d[d["model"] == m]["value"].iloc[0]) for m in models]
+    lows = [float(d[d["model"] == m]["ci_low"].iloc[0]) for m in models]
+    highs = [float(d[d["model"] == m]["ci_high"].iloc[0]) for m in models]
+    err = np.array([np.subtract(values, lows), np.subtract(highs, values)])
+    ax.bar(range(len(models)), values, yerr=err, color=[palette[m] for m in models], capsize=3)
+    ax.set_xticks(range(len(models)), models, rotation=20 if max(map(len, models)) * len(models) > 30 else 0,
+                  ha="right" if max(map(len, models)) * len(models) > 30 else "center")
+    ax.set_ylabel("top-1 agreement of two crops")
+    ax.set_ylim(0, 1.02)
+    offset = int(d["magnitude"].iloc[0]) if len(d) else 0
+    ax.set_title(f"Two random crops (offsets up to {offset} px)")
     fig.tight_layout()
     return fig
 

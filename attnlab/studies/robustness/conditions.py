@@ -45,15 +45,30 @@ class Condition:
 
 # ----------------------------------------------------------------------------- options
 
-def parse_numbers(text: str, what: str, cast: Callable = float) -> List:
-    """'0,2,4' -> [0, 2, 4], with a one-line error naming the option."""
-    try:
-        values = [cast(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise AttnlabError(f"{what} must be comma-separated numbers, got {text!r}") from None
-    if not values:
+def parse_numbers(text: str, what: str, cast: Callable = float, allow_empty: bool = False) -> List:
+    """'0,2,4' -> [0, 2, 4], with a one-line error naming the option; '' or 'none' -> [] when allowed."""
+    items = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not items or items == ["none"]:
+        if allow_empty:
+            return []
         raise AttnlabError(f"{what} is empty")
+    values = []
+    for v in items:
+        try:
+            values.append(cast(v))
+        except ValueError:
+            if cast is int and _is_number(v):
+                raise AttnlabError(f"{what} are whole pixels; got {v} (pass integers, e.g. {what}=0,2,4)") from None
+            raise AttnlabError(f"{what} must be comma-separated numbers, got {text!r}") from None
     return values
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_shifts(shifts: Sequence[int], size: Optional[Size] = None) -> None:

@@ -47,7 +47,10 @@ def _is_grid(transform: str) -> bool:
 @dataclass
 class RobustnessResult(StudyResult):
     """robustness.csv and its figures: metrics against each transform's magnitude, the
-    (dx, dy) heatmap of a grid sweep, and attention under the transform (``attention=True``)."""
+    (dx, dy) heatmap of a grid sweep, and attention under the transform (``attention=True``).
+    ``chance``: 1 / the number of classes, when all models have the same, drawn on accuracy panels."""
+
+    chance: Optional[float] = None
 
     def tables(self) -> Dict[str, pd.DataFrame]:
         return {"robustness.csv": self.frame}
@@ -58,12 +61,15 @@ class RobustnessResult(StudyResult):
         frame = self.frame
         transforms = set(frame["transform"])
         lines = sorted(t for t in transforms if t.startswith("shift-") and not _is_grid(t))
-        lines += [t for t in ("random-translate", "two-crops") if t in transforms]
-        makers: Dict[str, FigureMaker] = {figure_stem(t): partial(fig.against_magnitude, frame, t) for t in lines}
+        lines += [t for t in ("random-translate",) if t in transforms]
+        makers: Dict[str, FigureMaker] = {figure_stem(t): partial(fig.against_magnitude, frame, t, chance=self.chance)
+                                          for t in lines}
+        if "two-crops" in transforms:
+            makers[figure_stem("two-crops")] = partial(fig.two_crops, frame)
         for t in sorted(t for t in transforms if _is_grid(t)):
             makers[figure_stem(t)] = partial(fig.shift_grid, frame, transform=t)
         if "scale" in transforms:
-            makers["robustness_scale"] = partial(fig.against_magnitude, frame, "scale")
+            makers["robustness_scale"] = partial(fig.against_magnitude, frame, "scale", chance=self.chance)
         if (frame["metric"] == "mad_px").any():
             makers["attention_under_transform"] = partial(fig.attention_under_transform, frame)
         return makers
@@ -152,6 +158,8 @@ def measure_robustness(
     check_choice(direction, DIRECTIONS, "--direction")
     check_scales(scales, "--scales")
     check_shifts(shifts)
+    if protocol != "consistency" and not list(shifts) and not list(scales):
+        raise AttnlabError("nothing to measure: --shifts and --scales are both empty; give at least one of them")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
         raise AttnlabError(f"n_boot must be a whole number of at least 1, not {n_boot}")
     dev = resolve_device(device)
@@ -189,4 +197,6 @@ def measure_robustness(
         for m, run, st in zip(group, runs, stats):
             frames[m.label] = _model_frame(m, run, st, n_boot, seed)
     rows = pd.concat([frames[m.label] for m in loaded], ignore_index=True)  # in the order the models were given
-    return RobustnessResult(tidy(rows), notes)
+    counts = {m.spec.num_classes for m in loaded}
+    chance = 1.0 / counts.pop() if len(counts) == 1 and min(counts | {1}) > 0 else None
+    return RobustnessResult(tidy(rows), notes, chance=chance)
