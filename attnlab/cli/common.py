@@ -20,6 +20,9 @@ PretrainedOption = Annotated[bool, typer.Option(
     "--pretrained", help="Treat --ckpt as a timm model name and load its published weights.")]
 OfficialConfigOption = Annotated[Optional[Path], typer.Option(
     "--official-config", help="YAML config of an official ReViT checkpoint (gives the number of heads).")]
+IgnoreClassNamesOption = Annotated[bool, typer.Option(
+    "--ignore-class-names", help="Score against the dataset's labels even though its class names are not the "
+    "model's (relabelled data).")]
 
 
 def fail(message: str, code: int = 2) -> None:

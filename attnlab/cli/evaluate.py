@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from .common import CkptOption, ModelOption, OfficialConfigOption, PretrainedOption, user_errors
+from .common import IgnoreClassNamesOption, CkptOption, ModelOption, OfficialConfigOption, PretrainedOption, user_errors
 
 
 @user_errors
@@ -25,6 +25,7 @@ def evaluate(
     model: ModelOption = None,
     pretrained: PretrainedOption = False,
     official_config: OfficialConfigOption = None,
+    ignore_class_names: IgnoreClassNamesOption = False,
 ) -> None:
     """Print top-1 / top-5 accuracy and write per-class accuracy (model, class, n, correct, accuracy %) as CSV."""
     from ..errors import AttnlabError
@@ -39,7 +40,8 @@ def evaluate(
     check_output_dir(out)
     result, spec = evaluate_checkpoint(ckpt, dataset, data_dir=data_dir, split=split, batch_size=batch_size,
                                        device=device, num_images=num_images, model=model, pretrained=pretrained,
-                                       official_config=official_config, label=label)
+                                       official_config=official_config, label=label,
+                                       ignore_class_names=ignore_class_names)
     path = save_per_class_accuracy(result, out)
     k = min(5, len(result.classes))
     typer.echo(f"{result.model} ({spec.arch}) on {dataset}/{split}: {result.n} images")

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from .common import ModelOption, OfficialConfigOption, PretrainedOption, user_errors
+from .common import IgnoreClassNamesOption, ModelOption, OfficialConfigOption, PretrainedOption, user_errors
 from .progress import progress_bars
 
 
@@ -56,6 +56,7 @@ def robustness(
     model: ModelOption = None,
     pretrained: PretrainedOption = False,
     official_config: OfficialConfigOption = None,
+    ignore_class_names: IgnoreClassNamesOption = False,
 ) -> None:
     """Top-1 accuracy, consistency, probability change and JS divergence under pixel-exact shifts and scales.
 
@@ -85,6 +86,7 @@ def robustness(
             direction=direction or "h", fill=fill or "black", protocol=protocol,
             seed=seed, batch_size=batch_size, device=device, attention=attention, model=model,
             pretrained=pretrained, official_config=official_config, progress_factory=bar,
+            ignore_class_names=ignore_class_names,
         )
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)

@@ -254,3 +254,21 @@ def plural(n: int, word: str) -> str:
     """'1 image', '2 images'."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
+
+
+def check_class_names(model_classes: Sequence[str], data_classes: Sequence[str], who: str, data: str) -> None:
+    """A model scored against a dataset's labels must name the same classes in the same order.
+
+    Models without class names (``0``, ``1``, ... as a bare module has) are not checked; a
+    different count is the caller's to handle. Pass ``ignore_class_names`` (the commands'
+    ``--ignore-class-names``) for data relabelled on purpose.
+    """
+    model_classes, data_classes = [str(c) for c in model_classes], [str(c) for c in data_classes]
+    if model_classes == [str(i) for i in range(len(model_classes))] or len(model_classes) != len(data_classes):
+        return
+    differ = [i for i, (a, b) in enumerate(zip(model_classes, data_classes)) if a != b]
+    if differ:
+        i = differ[0]
+        raise AttnlabError(f"{who} names other classes than {data}: class {i} is {model_classes[i]!r} for the model "
+                           f"but {data_classes[i]!r} in the data ({len(differ)} of {len(data_classes)} differ); "
+                           "use the dataset it was trained on, or pass --ignore-class-names for relabelled data")

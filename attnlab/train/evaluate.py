@@ -140,16 +140,18 @@ def evaluate_checkpoint(
     pretrained: bool = False,
     official_config: Optional[PathLike] = None,
     label: Optional[str] = None,
+    ignore_class_names: bool = False,
 ) -> Tuple[EvalResult, ModelSpec]:
     """Evaluate a model on a dataset split (all of it, or its first ``num_images``).
 
-    ``ckpt``, ``model``, ``pretrained`` and ``official_config`` are what every ``--ckpt``
+    The model's class names must be the dataset's (``ignore_class_names`` for relabelled
+    data). ``ckpt``, ``model``, ``pretrained`` and ``official_config`` are what every ``--ckpt``
     command takes; ``label`` names the model in tables (``EvalResult.model``; default: the
     file name). The images go through ``eval_transform(spec.input)``, the model's own
     input spec.
     """
     from ..devices import resolve_device
-    from ..studies.inputs import ImageSelection, check_batch_size, check_num_images, load_models
+    from ..studies.inputs import ImageSelection, check_batch_size, check_class_names, check_num_images, load_models
 
     check_batch_size(batch_size)
     check_num_images(num_images)
@@ -165,6 +167,8 @@ def evaluate_checkpoint(
     if len(ds.classes) != spec.num_classes:
         raise AttnlabError(f"{ckpt} has {spec.num_classes} outputs but {ds.name}/{split} has {len(ds.classes)} "
                            "classes; evaluate it on the dataset it was trained for")
+    if not ignore_class_names:
+        check_class_names(spec.classes, ds.classes, loaded.label, f"{ds.name}/{split}")
     if len(ds) == 0:
         raise AttnlabError(f"{ds.name}/{split} holds no images")
     batches = images.batches(spec.input, batch_size, workers=workers)

@@ -20,7 +20,8 @@ import pandas as pd
 from ...errors import AttnlabError
 from ...paths import PathLike
 from ...spec import InputSpec
-from ..inputs import (ImageSelection, LoadedModel, ModelSource, check_batch_size, check_choice, check_num_images,
+from ..inputs import (ImageSelection, LoadedModel, ModelSource, check_batch_size, check_choice, check_class_names,
+                      check_num_images,
                       group_by_input, load_models)
 from ..result import FigureMaker, StudyResult
 from .conditions import DIRECTIONS, PROTOCOLS, Condition, check_scales, check_shifts, conditions_for
@@ -87,11 +88,14 @@ def write_robustness(frame_or_result: Union[pd.DataFrame, StudyResult], out: Pat
     return result.save(out)
 
 
-def _label_use(m: LoadedModel, selection: ImageSelection) -> Tuple[bool, Optional[str]]:
+def _label_use(m: LoadedModel, selection: ImageSelection, ignore_class_names: bool) -> Tuple[bool, Optional[str]]:
     """Whether ``m`` is scored against the labels, and if not, the note that says why."""
     if not selection.labelled:
         return False, None  # one note for the whole run
-    n_classes = len(selection.dataset_for(m.spec.input.channels).classes)
+    classes = selection.dataset_for(m.spec.input.channels).classes
+    if not ignore_class_names:
+        check_class_names(m.spec.classes, classes, m.label, f"dataset {selection.dataset}")
+    n_classes = len(classes)
     if n_classes != m.spec.num_classes:
         return False, (f"dataset {selection.dataset} has {n_classes} classes but {m.label} predicts "
                        f"{m.spec.num_classes}: accuracy needs the model's labels; reporting consistency, "
@@ -135,6 +139,7 @@ def measure_robustness(
     official_config: Optional[PathLike] = None,
     input_spec: Optional[InputSpec] = None,
     progress_factory: Optional[ProgressFactory] = None,
+    ignore_class_names: bool = False,
 ) -> RobustnessResult:
     """Accuracy, consistency, probability change and JS divergence under shifts and scales.
 
@@ -170,6 +175,7 @@ def measure_robustness(
     # every model's conditions before any image is read: a shift too large for one input fails the run at once
     conditions: Dict[str, List[Condition]] = {
         m.label: conditions_for(protocol, shifts, scales, direction, fill, tuple(m.spec.input.size)) for m in loaded}
+    label_use = {m.label: _label_use(m, selection, ignore_class_names) for m in loaded}  # class names checked here
 
     notes: List[str] = []
     if fill != "black" and protocol != "sweep":
@@ -183,7 +189,7 @@ def measure_robustness(
         n = len(selection.dataset_for(spec.channels))
         runs, stats = [], []
         for m in group:
-            use_labels, note = _label_use(m, selection)
+            use_labels, note = label_use[m.label]
             notes += [note] if note else []
             cond = conditions[m.label]
             st = {c: AttentionStats(check=False, metrics=ATTENTION_METRICS) for c in cond} if attention else None
