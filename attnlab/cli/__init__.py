@@ -12,6 +12,7 @@ import typer
 
 from .attention import entropy, globality
 from .demo import demo
+from .download import download
 from .gradcam import gradcam
 from .evaluate import evaluate
 from .figures import figures
@@ -55,6 +56,7 @@ app.command()(demo)
 app.command()(figures)
 app.command()(train)
 app.command()(evaluate)
+app.command()(download)
 
 
 def _version(value: bool) -> None:

@@ -110,7 +110,7 @@ def _find_folder(name: str, folder: str, required: List[str], data_dir: Optional
             return base / folder
     raise AttnlabError(
         f"{name}: expected {folder}/{{{','.join(required)}}} under {base}, {describe_dir(base)}; "
-        f"download and unpack {url} there, or pass download=True"
+        f"download and unpack {url} there, or run `attnlab download {name}` (Python: download=True)"
     )
 
 

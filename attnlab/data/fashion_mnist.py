@@ -36,7 +36,7 @@ URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 HOW_TO_GET = (
     "install the Debian package (apt-get install dataset-fashion-mnist, files in "
-    f"{DEBIAN_DIR}) or pass download=True (downloads from {URL})"
+    f"{DEBIAN_DIR}) or run `attnlab download fashion-mnist` (Python: download=True; from {URL})"
 )
 
 # IDX type codes -> big-endian numpy dtypes

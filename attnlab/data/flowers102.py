@@ -64,7 +64,7 @@ def find_root(data_dir: Optional[PathLike], download: bool) -> Path:
             return base
     raise AttnlabError(
         f"flowers102: expected jpg/, imagelabels.mat and setid.mat under {base}, {describe_dir(base)}; "
-        f"download {URL} (102flowers.tgz unpacked, imagelabels.mat, setid.mat) there, or pass download=True"
+        f"download {URL} (102flowers.tgz unpacked, imagelabels.mat, setid.mat) there, or run `attnlab download flowers102` (Python: download=True)"
     )
 
 

@@ -72,7 +72,7 @@ def find_root(data_dir: Optional[PathLike], download: bool, split: str) -> Path:
             return base
     raise AttnlabError(
         f"pets: expected images/ and {needed} under {base}, {describe_dir(base)}; download and unpack "
-        f"{URLS[0][0]} and {URLS[1][0]} there, or pass download=True"
+        f"{URLS[0][0]} and {URLS[1][0]} there, or run `attnlab download pets` (Python: download=True)"
     )
 
 
