@@ -8,6 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from .common import ModelOption, OfficialConfigOption, PretrainedOption, user_errors
+from .progress import progress_bars
 
 METHOD_NAMES = "gradcam, gradcam++, xgradcam, eigencam, layercam, scorecam, ablationcam"
 
@@ -45,10 +46,12 @@ def gradcam(
     if paths and not images:
         raise AttnlabError(f"unexpected argument {paths[0]}; image paths go after --images")
     # explain checks every option (bad method names too) before any model is loaded
-    result = explain(ckpt, label, images=all_images or None, dataset=dataset, data_dir=data_dir, split=split,
-                     num_images=num_images, methods=method, target=target, layer=layer, batch_size=batch_size,
-                     device=device, metrics=metrics, model=model, pretrained=pretrained,
-                     official_config=official_config, log=lambda line: typer.echo(line, err=True))
+    with progress_bars() as bar:
+        result = explain(ckpt, label, images=all_images or None, dataset=dataset, data_dir=data_dir, split=split,
+                         num_images=num_images, methods=method, target=target, layer=layer, batch_size=batch_size,
+                         device=device, metrics=metrics, model=model, pretrained=pretrained,
+                         official_config=official_config, log=lambda line: typer.echo(line, err=True),
+                         progress_factory=lambda label, total: bar(label, total, "maps"))
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
     written = result.save(out)

@@ -16,8 +16,11 @@ from .style import styled
 CELL = 1.35  # inches per panel
 
 
-def _short(name: str, width: int = 16) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
+def _wrap(text: str, width: int = 22) -> str:
+    """Long names wrap onto more lines rather than being cut."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False)) or text
 
 
 def _show_image(ax: plt.Axes, image: np.ndarray) -> None:
@@ -40,7 +43,7 @@ def gradcam_grid(result: Any, alpha: float = 0.5) -> plt.Figure:
     n = len(models[0].targets)
     ncols = 1 + len(columns)
     retargeted = any((m.targets != m.predictions).any() for m in models)
-    row_height = CELL + (0.45 if retargeted else 0.32)  # room for the two or three title lines
+    row_height = CELL + (0.62 if retargeted else 0.5)  # room for the title lines
     fig, axes = plt.subplots(n, ncols, figsize=(CELL * ncols, row_height * n + 0.25), squeeze=False)
     shown = {m.label: m.display_images() for m in models}
     first = models[0]
@@ -48,20 +51,22 @@ def gradcam_grid(result: Any, alpha: float = 0.5) -> plt.Figure:
     for i in range(n):
         ax = axes[i, 0]
         _show_image(ax, shown[first.label][i])
-        title = _short(titles[i], 20)
+        title = _wrap(titles[i])
         label = int(result.labels[i]) if result.labels is not None else -1
         if 0 <= label < len(first.classes):
-            title += f"\ntrue: {_short(first.classes[label])}"
+            title += f"\ntrue: {_wrap(first.classes[label])}"
         ax.set_title(title, fontsize=6)
         for j, (m, method) in enumerate(columns, start=1):
             ax = axes[i, j]
             _show_image(ax, shown[m.label][i])
             ax.imshow(m.maps[method][i], cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
             pred = int(m.predictions[i])
-            title = f"{_short(m.label)} · {method}\npred {_short(m.classes[pred])} {m.probabilities[i, pred]:.2f}"
+            where = "rollout (all layers)" if method == "rollout" else f"{method} @ {m.layer}"
+            title = (f"{_wrap(m.label)}\n{where}\n"
+                     f"pred {_wrap(m.classes[pred])} {m.probabilities[i, pred]:.2f}")
             target = int(m.targets[i])
             if target != pred and method != "rollout":  # rollout does not depend on the class
-                title += f"\nmap for {_short(m.classes[target])} {m.probabilities[i, target]:.2f}"
+                title += f"\nmap for {_wrap(m.classes[target])} {m.probabilities[i, target]:.2f}"
             ax.set_title(title, fontsize=6)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -69,7 +74,11 @@ def gradcam_grid(result: Any, alpha: float = 0.5) -> plt.Figure:
         ax.grid(False)
         for spine in ax.spines.values():
             spine.set_visible(False)
-    fig.suptitle("Attribution maps (CAM methods: pytorch-grad-cam; rollout: attention only), "
+    fig.suptitle("Attribution maps (CAM methods: pytorch-grad-cam, at the layer named; rollout: attention only), "
                  "titled with the predicted class and its probability", fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.97, 1))
+    bar = fig.colorbar(plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), ax=axes, fraction=0.015,
+                       pad=0.01)
+    bar.set_label("relevance (scaled to [0, 1] per image)", fontsize=6)
+    bar.ax.tick_params(labelsize=5)
     return fig

@@ -18,7 +18,7 @@ from ...spec import InputSpec
 from ..inputs import ImageSelection, LoadedModel, ModelSource, check_batch_size, group_by_input, load_models, plural
 from .cam import compute_cam
 from .faithfulness import ROAD_PERCENTILES, attribution_metrics
-from .layers import resolve_layer
+from .layers import auto_layer, resolve_layer
 from .options import DEFAULT_METHODS, ROLLOUT, check_target, parse_methods, resolve_targets
 from .result import AttributionResult, ModelAttribution, attribution_frame
 from .rollout import attention_rollout, upsample_maps
@@ -36,9 +36,21 @@ def _in_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, bat
 
 def _explain_model(m: LoadedModel, x: torch.Tensor, y: np.ndarray, *, methods: List[str], target: str, layer: str,
                    batch_size: int, device: torch.device, metrics: bool, road_percentiles: Sequence[int],
-                   notes: List[str], log: Optional[Callable[[str], None]]) -> ModelAttribution:
-    """One model's predictions, maps (each method and rollout) and, with ``metrics``, their faithfulness."""
+                   notes: List[str], log: Optional[Callable[[str], None]],
+                   progress: Optional[Callable[[int], None]] = None) -> ModelAttribution:
+    """One model's predictions, maps (each method and rollout) and, with ``metrics``, their faithfulness.
+
+    ``progress(steps)`` is called after each map and each map's faithfulness (see ``steps_per_model``).
+    """
     net = m.model.to(device).eval()
+    steps = 0
+
+    def step() -> None:
+        nonlocal steps
+        steps += 1
+        if progress is not None:
+            progress(steps)
+
     probs = _in_batches(net, x, batch_size, device).float().softmax(dim=-1).cpu().numpy()
     classes = list(m.spec.classes) or [str(i) for i in range(probs.shape[1])]
     targets = resolve_targets(target, probs.argmax(axis=1), y, classes, m.label)
@@ -51,13 +63,13 @@ def _explain_model(m: LoadedModel, x: torch.Tensor, y: np.ndarray, *, methods: L
             maps[method] = compute_cam(net, x, method, targets.tolist(), layer=name, batch_size=batch_size)
         except AttnlabError as e:
             raise AttnlabError(f"{m.label}: {e}") from (e.__cause__ or e)
+        step()
         zero = int((maps[method].reshape(len(x), -1).max(axis=1) <= 0).sum())
         if zero:
-            notes.append(f"{m.label}: {method} at {name} gave an all-zero map for {zero} of {len(x)} images "
-                         "(no positive evidence; with a class-token model, the last block's output gets no "
-                         "gradient on its patch tokens: use --layer auto)")
+            notes.append(_zero_map_note(m.label, method, name, auto_layer(net), zero, len(x)))
     grid = _in_batches(lambda xb: attention_rollout(net, xb), x, batch_size, device)
     maps[ROLLOUT] = upsample_maps(grid, tuple(x.shape[-2:]))
+    step()
     result = ModelAttribution(label=m.label, checkpoint=m.checkpoint, arch=m.spec.arch, layer=name, classes=classes,
                               inputs=x, input_spec=m.spec.input, probabilities=probs, targets=targets, maps=maps,
                               rollout_grid=grid.cpu().numpy())
@@ -69,7 +81,23 @@ def _explain_model(m: LoadedModel, x: torch.Tensor, y: np.ndarray, *, methods: L
                 notes.append(f"{m.label}: ROAD undefined for {plural(bad, 'image')} with {method} "
                              "(imputation failed); left empty")
             result.metrics[method] = values
+            step()
     return result
+
+
+def steps_per_model(methods: Sequence[str], metrics: bool) -> int:
+    """Progress steps of one model: each method's map, rollout, and (with metrics) the faithfulness of each."""
+    maps = len(methods) + 1
+    return 2 * maps if metrics else maps
+
+
+def _zero_map_note(label: str, method: str, layer: str, auto: str, zero: int, n: int) -> str:
+    """Why a map can be all zero, and what to try: a different layer only when it is not the automatic one."""
+    head = f"{label}: {method} at {layer} gave an all-zero map for {zero} of {plural(n, 'image')} (no positive evidence"
+    if layer != auto:
+        return (f"{head}; with a class-token model, the last block's output gets no gradient on its patch "
+                f"tokens: use --layer auto, which picks {auto})")
+    return f"{head} for the explained class at this layer; another --method, e.g. gradcam++ or eigencam, may show some)"
 
 
 def explain(
@@ -93,12 +121,14 @@ def explain(
     official_config: Optional[PathLike] = None,
     input_spec: Optional[InputSpec] = None,
     log: Optional[Callable[[str], None]] = None,
+    progress_factory: Optional[Callable[[str, int], Callable[[int], None]]] = None,
 ) -> AttributionResult:
     """CAMs (each method), attention rollout and faithfulness metrics of every model on the same images.
 
     ``models`` are checkpoint paths, timm names (with ``pretrained``), ``(model, spec)``
     pairs or bare modules (see ``attnlab.studies.inputs.load_models``); ``target`` is
     ``predicted``, ``true`` (dataset labels) or a class name or index.
+    ``progress_factory(label, total)`` gives each model a ``progress(steps)`` callback.
     """
     method_list = parse_methods(methods)
     check_batch_size(batch_size)
@@ -122,7 +152,9 @@ def explain(
         for m in group:
             done[m.label] = _explain_model(m, x, true_labels, methods=method_list, target=target, layer=layer,
                                            batch_size=batch_size, device=dev, metrics=metrics,
-                                           road_percentiles=road_percentiles, notes=notes, log=log)
+                                           road_percentiles=road_percentiles, notes=notes, log=log,
+                                           progress=progress_factory(m.label, steps_per_model(method_list, metrics))
+                                           if progress_factory else None)
     results = [done[m.label] for m in loaded]
     channels = loaded[0].spec.input.channels
     return AttributionResult(frame=attribution_frame(results), notes=notes, models=results, methods=method_list,
