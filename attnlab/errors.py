@@ -16,3 +16,8 @@ class ModelNameError(AttnlabError):
 def one_line(text: object) -> str:
     """An error message on one line, whatever an underlying exception says."""
     return " ".join(str(text).split())
+
+
+def plural(n: int, word: str) -> str:
+    """'1 image', '2 images': counts in messages read as sentences."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

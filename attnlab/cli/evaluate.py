@@ -28,7 +28,7 @@ def evaluate(
     ignore_class_names: IgnoreClassNamesOption = False,
 ) -> None:
     """Print top-1 / top-5 accuracy and write per-class accuracy (model, class, n, correct, accuracy %) as CSV."""
-    from ..errors import AttnlabError
+    from ..errors import AttnlabError, plural
     from ..paths import check_output_dir
     from ..train.evaluate import evaluate_checkpoint, save_per_class_accuracy
 
@@ -44,7 +44,7 @@ def evaluate(
                                        ignore_class_names=ignore_class_names)
     path = save_per_class_accuracy(result, out)
     k = min(5, len(result.classes))
-    typer.echo(f"{result.model} ({spec.arch}) on {dataset}/{split}: {result.n} images")
+    typer.echo(f"{result.model} ({spec.arch}) on {dataset}/{split}: {plural(result.n, 'image')}")
     typer.echo(f"top-1 {result.top1:.2f}%  ({result.correct1}/{result.n})")
     typer.echo(f"top-{k} {result.top5:.2f}%  ({result.correct5}/{result.n})")
     typer.echo(f"loss  {result.loss:.4f}")

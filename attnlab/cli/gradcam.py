@@ -36,7 +36,7 @@ def gradcam(
 ) -> None:
     """Where each model looks: CAM maps over the images, attention rollout, and ROAD / confidence-drop
     faithfulness. Writes gradcam.png/.pdf, gradcam_maps.npz and gradcam.csv."""
-    from ..errors import AttnlabError
+    from ..errors import AttnlabError, plural
     from ..paths import check_output_dir
     from ..studies.attribution import explain
 
@@ -60,7 +60,7 @@ def gradcam(
         table = frame[frame["metric"].isin(["road_combined", "confidence_drop"])].pivot_table(
             index=["model", "transform"], columns="metric", values="value", sort=False)
         n = len(result.names)
-        typer.echo(f"faithfulness, mean over {n} images (probability units; road_combined: higher is better):")
+        typer.echo(f"faithfulness, mean over {plural(n, 'image')} (probability units; road_combined: higher is better):")
         typer.echo(table.round(4).to_string())
     prob = frame[frame["metric"] == "probability"].set_index("model")["value"]
     typer.echo("mean probability of the explained class: " + ", ".join(f"{k} {v:.3f}" for k, v in prob.items()))

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..errors import AttnlabError
+from ..errors import AttnlabError, plural  # noqa: F401  (plural: re-exported for the studies)
 from ..paths import PathLike
 from ..spec import InputSpec, ModelSpec
 
@@ -248,12 +248,6 @@ class ImageSelection:
         if getattr(ds, "ignored", None):
             out.append(f"{who}: ignored {len(ds.ignored)} files that are not images (e.g. {ds.ignored[0]})")
         return out
-
-
-def plural(n: int, word: str) -> str:
-    """'1 image', '2 images'."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
 
 
 def check_class_names(model_classes: Sequence[str], data_classes: Sequence[str], who: str, data: str) -> None:

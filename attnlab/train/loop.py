@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..errors import AttnlabError
+from ..errors import AttnlabError, plural
 from .augment import TensorAugment
 from .config import TrainConfig
 from .data import input_spec_for, load_split, normalize_uint8, to_tensor_data
@@ -235,13 +235,20 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train every remaining epoch: a step at a time, then evaluate, write, save the state."""
         self._build_training()
+        made_folder = not self.config.out_dir.exists()
         epoch0, step0, tally = self._start()
-        with StepProgress(self.config.progress, self.dist.is_main) as bar:
-            for epoch in range(epoch0, self.config.epochs):
-                first = epoch == epoch0
-                tally = tally if first else EpochTally()
-                self._train_epoch(epoch, step0 if first else 0, tally, bar)
-                self._finish_epoch(epoch, tally)
+        try:
+            with StepProgress(self.config.progress, self.dist.is_main) as bar:
+                for epoch in range(epoch0, self.config.epochs):
+                    first = epoch == epoch0
+                    tally = tally if first else EpochTally()
+                    self._train_epoch(epoch, step0 if first else 0, tally, bar)
+                    self._finish_epoch(epoch, tally)
+        except BaseException:
+            out = self.config.out_dir
+            if made_folder and self.dist.is_main and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # stopped before anything was saved: leave no empty run folder behind
+            raise
         return TrainResult(self.config.out_dir, self.history, self.best_top1, self.best_epoch, self.steps_per_epoch,
                            self.batch_size, self.dist.rank)
 
@@ -358,8 +365,8 @@ class Trainer:
         cfg = self.config
         where = f"{self.device}" + (f" x {self.dist.world_size} processes" if self.dist.enabled else "")
         self.log(f"training {cfg.model} on {self.dataset_name}: {len(self.train_data)} train / {len(self.test_data)} "
-                 f"{cfg.eval_split} images, {len(self.classes)} classes, {cfg.epochs} epochs of {self.steps_per_epoch} "
-                 f"steps, batch {self.batch_size}, on {where} -> {cfg.out_dir}")
+                 f"{cfg.eval_split} images, {len(self.classes)} classes, {plural(cfg.epochs, 'epoch')} of "
+                 f"{plural(self.steps_per_epoch, 'step')}, batch {self.batch_size}, on {where} -> {cfg.out_dir}")
         self.log(self.recipe.describe())
         if self.note:
             self.log(f"note: {self.note}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
-from ..errors import AttnlabError
+from ..errors import AttnlabError, plural
 from .config import RUNTIME_KEYS, TrainConfig
 from .state import STATE_FILE, load_state
 
@@ -27,7 +27,7 @@ def resumable_state(out: Path) -> Dict[str, Any]:
     state = load_state(out)
     if state.get("finished"):
         raise AttnlabError(f"nothing to resume: the run in {out} already finished all "
-                           f"{state['config']['epochs']} epochs")
+                           f"{plural(state['config']['epochs'], 'epoch')}")
     return state
 
 

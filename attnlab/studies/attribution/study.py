@@ -56,7 +56,7 @@ def _explain_model(m: LoadedModel, x: torch.Tensor, y: np.ndarray, *, methods: L
     targets = resolve_targets(target, probs.argmax(axis=1), y, classes, m.label)
     name, _ = resolve_layer(net, layer)
     if log:
-        log(f"{m.label}: {len(x)} images, layer {name}, methods {', '.join(methods)}")
+        log(f"{m.label}: {plural(len(x), 'image')}, layer {name}, methods {', '.join(methods)}")
     maps: Dict[str, np.ndarray] = {}
     for method in methods:
         try:
