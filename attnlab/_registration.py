@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 
 def _register() -> None:
-    importlib.import_module("attnlab.models")
+    importlib.import_module("attnlab.models.factory")  # registers the zoo on import
 
 
 class _TimmLoader(importlib.abc.Loader):

@@ -23,9 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import re
-import zipfile
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,14 +35,14 @@ from torch import nn
 from . import __version__
 from .atomic import atomic_path
 from .errors import CheckpointError, ModelNameError
+from .load_errors import first_sentence, safetensors_message, unreadable_message
+from .paths import PathLike
 from .spec import InputSpec, ModelSpec
 
 FORMAT = "attnlab-checkpoint"
 FORMAT_VERSION = 1
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".pth.tar")
 _WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
-
-PathLike = Union[str, os.PathLike]
 
 
 @dataclass
@@ -180,29 +178,15 @@ def save_checkpoint(
 
 # ----------------------------------------------------------------------------- reading
 
-def _unsafe_message(path: Path, err: Exception) -> str:
-    found = re.search(r"GLOBAL ([\w.]+)", str(err))
-    what = f" ({found.group(1)})" if found else ""
-    return (f"refused to load {path}: it contains pickled Python objects{what} that could run code; "
-            "attnlab only loads tensors and plain data (re-save the weights with "
-            "torch.save(model.state_dict(), ...) or as .safetensors)")
-
-
 def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if re.search(r"GLOBAL [\w.]+", str(e)):  # a reference to a callable: code could run
-            raise CheckpointError(_unsafe_message(path, e)) from None
-        raise CheckpointError(f"cannot read {path}: the file is truncated or corrupt ({_first_line(e)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile, AttributeError,
-            IndexError, TypeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"cannot read {path}: the file is truncated or corrupt ({_first_line(e)})") from None
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]
+    """``torch.load(weights_only=True)``, silent (torch warns about pickle protocols); failing, one line."""
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises a dozen types for bad files (KeyError, EOFError, ...)
+            error = e
+    raise CheckpointError(unreadable_message(path, error)) from None
 
 
 def _read_safetensors(path: Path) -> Tuple[Dict[str, torch.Tensor], Optional[Dict[str, Any]]]:
@@ -213,8 +197,7 @@ def _read_safetensors(path: Path) -> Tuple[Dict[str, torch.Tensor], Optional[Dic
             meta = f.metadata() or {}
             sd = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"cannot read {path}: not a valid safetensors file, truncated or corrupt "
-                              f"({_first_line(e)})") from None
+        raise CheckpointError(safetensors_message(path, e)) from None
     header = None
     if "attnlab" in meta:
         try:
@@ -323,7 +306,7 @@ def _build(arch: str, options: Mapping[str, Any]) -> nn.Module:
     except ModelNameError:
         raise
     except (TypeError, ValueError, AssertionError) as e:
-        raise CheckpointError(f"cannot build {arch} with options {dict(options)}: {_first_line(e)}") from None
+        raise CheckpointError(f"cannot build {arch} with options {dict(options)}: {first_sentence(e)}") from None
 
 
 def _infer_options(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
@@ -343,17 +326,9 @@ def _looks_like_path(source: str) -> bool:
 
 
 def _pretrained(name: str, options: Mapping[str, Any]) -> Tuple[nn.Module, ModelSpec]:
-    from .models import create_model, resolve_model_name
+    from .models.factory import create_pretrained
 
-    resolve_model_name(name)
-    try:
-        model = create_model(name, pretrained=True, **options)
-    except ModelNameError:
-        raise
-    except Exception as e:  # hub, network and "no weights" errors all end here, with their cause
-        raise CheckpointError(f"could not load pretrained weights for {name}: {_first_line(e)} "
-                              "(needs network access to the model hub; offline, pass a weights file "
-                              "with --model instead)") from None
+    model = create_pretrained(name, **options)  # one CheckpointError line, fast, when offline
     classes = default_classes(model)
     try:
         from timm.data import ImageNetInfo, infer_imagenet_subset

@@ -41,7 +41,34 @@ def test_models_filters():
     names = [l.split()[0] for l in result.stdout.splitlines()[1:] if l.endswith("-")]
     assert names == ["vit_cb_micro_patch4_32", "vit_cb_tiny_patch4_32", "vit_cb_small_patch4_32"]
     _one_line_error(runner.invoke(app, ["models", "--family", "swin"]), "unknown family 'swin'")
-    _one_line_error(runner.invoke(app, ["models", "convnext*"]), "no model matches")
+    _one_line_error(runner.invoke(app, ["models", "convnext*"]), "no model matches", "--all")
+    _one_line_error(runner.invoke(app, ["models", "--all", "--family", "revit"]), "drop --family or --all")
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_models_param_counts_are_those_of_the_built_models(name):
+    with torch.device("meta"):
+        n = sum(p.numel() for p in create_model(name).parameters())
+    assert ENTRIES[name].num_params == n
+
+
+def test_models_lists_from_the_zoo_data_without_torch_or_timm():
+    code = ("import sys; from typer.testing import CliRunner; from attnlab.cli import app; "
+            "r = CliRunner().invoke(app, ['models']); assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))")
+    proc = _python(code)
+    assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_models_all_adds_timm_names_only_when_asked():
+    result = runner.invoke(app, ["models", "convnext_at*", "--all"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("timm's other models matching 'convnext_at*'") and "convnext_atto" in lines[1:]
+    result = runner.invoke(app, ["models", "vit_*_patch16_224", "--all"])
+    assert "vit_micro_patch4_32" not in result.stdout and "vit_tiny_patch16_224  " in result.stdout
+    timm_names = result.stdout.split("timm's other models", 1)[1].splitlines()[1:]
+    assert "vit_large_patch16_224" in timm_names and "vit_tiny_patch16_224" not in timm_names
 
 
 @pytest.fixture
@@ -59,7 +86,30 @@ def test_info_text(ckpt):
     assert "807,051" in out
     assert "1 x 32 x 32" in out and "8x8 patch grid" in out
     assert "alpha (a)     0.5 (learnable, shared)" in out
-    assert "10: c0, c1" in out and "dataset fashion-mnist" in out and "epochs 2" in out
+    assert "10: c0, c1" in out
+    prov = out.split("\nprovenance\n", 1)[1].splitlines()
+    assert "  dataset: fashion-mnist" in prov and "  epochs: 2" in prov and "  seed: 3" in prov
+    assert all(line.startswith("  ") and ": " in line for line in prov)
+
+
+def test_info_provenance_is_an_indented_list_and_json_numbers_stay_numbers(tmp_path):
+    model = create_model("revit_micro_patch4_32", in_chans=1)
+    # what training wrote before: a as text, one value per layer joined by ';'
+    path = save_checkpoint(model, tmp_path / "r.pt", provenance={
+        "dataset": "fashion-mnist", "metrics": {"top1": 85.11, "alpha": "0.353001", "lr": 1e-05},
+        "config": {"clip_grad": 1.0, "data_dir": None}})
+    out = runner.invoke(app, ["info", "--ckpt", str(path)]).stdout
+    prov = out.split("\nprovenance\n", 1)[1].splitlines()
+    assert "  metrics:" in prov and "    top1: 85.11" in prov and "    alpha: 0.353001" in prov
+    assert "    lr: 1e-05" in prov and "    clip_grad: 1.0" in prov and "    data_dir: (none)" in prov
+    assert not any("{" in line for line in prov)
+    data = json.loads(runner.invoke(app, ["info", "--ckpt", str(path), "--json"]).stdout)
+    assert data["alpha"] == 0.5 and data["provenance"]["metrics"]["alpha"] == 0.353001
+    path = save_checkpoint(model, tmp_path / "r.pt", provenance={"metrics": {"alpha": "0.5;0.25"}})
+    data = json.loads(runner.invoke(app, ["info", "--ckpt", str(path), "--json"]).stdout)
+    assert data["provenance"]["metrics"]["alpha"] == [0.5, 0.25]
+    empty = runner.invoke(app, ["info", "--ckpt", str(save_checkpoint(model, tmp_path / "e.pt"))]).stdout
+    assert "\nprovenance\n  attnlab_version: " in empty
 
 
 def test_info_json(ckpt):
@@ -98,7 +148,8 @@ def test_cli_and_package_import_without_torch():
     assert proc.stdout.strip() == "[]", proc.stderr
 
 
-@pytest.mark.parametrize("order", ["import attnlab, timm", "import timm, attnlab"])
+@pytest.mark.parametrize("order", ["import attnlab, timm", "import timm, attnlab",
+                                   "import attnlab.models.broadcast, timm", "import attnlab.models.residual, timm"])
 def test_import_attnlab_registers_families_with_timm(order):
     proc = _python(f"{order}; m = timm.create_model('revit_cb_micro_patch4_32'); print(type(m).__name__, "
                    "timm.is_model('vit_cb_tiny_patch16_224'))")

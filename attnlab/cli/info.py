@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any, List, Mapping
 
 import typer
 from typing_extensions import Annotated
 
-from .common import CkptOption, ModelOption, OfficialConfigOption, PretrainedOption, load, user_errors
+from .common import CkptOption, ModelOption, OfficialConfigOption, PretrainedOption, user_errors
 
 
 @user_errors
@@ -18,10 +19,9 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
 ) -> None:
     """Print a checkpoint's architecture, parameter count, input spec, classes and provenance."""
-    from ..inspect import describe
+    from ..describe import summarize
 
-    net, spec = load(ckpt, model, pretrained, official_config)
-    summary = describe(net, spec)
+    summary = summarize(ckpt, model=model, pretrained=pretrained, official_config=official_config)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
@@ -46,6 +46,28 @@ def format_summary(s: dict) -> str:
     shown = ", ".join(classes[:12]) + (f", ... ({len(classes) - 12} more)" if len(classes) > 12 else "")
     lines.append(("classes", f"{len(classes)}: {shown}"))
     prov = s["provenance"]
-    lines.append(("provenance", ", ".join(f"{k} {v}" for k, v in prov.items()) or "(none recorded)"))
+    lines.append(("provenance", "" if prov else "(none recorded)"))
     width = max(len(k) for k, _ in lines)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
+    text = [f"{k.ljust(width)}  {v}".rstrip() for k, v in lines]
+    return "\n".join(text + key_value_lines(prov, indent=2))
+
+
+def key_value_lines(values: Mapping[str, Any], indent: int) -> List[str]:
+    """A nested mapping as indented ``key: value`` lines, one per leaf."""
+    out = []
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            out.append(f"{' ' * indent}{key}:")
+            out += key_value_lines(value, indent + 2)
+        else:
+            out.append(f"{' ' * indent}{key}: {_plain(value)}")
+    return out
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):  # six significant digits; a float still reads as one (1.0, not 1)
+        text = f"{value:.6g}"
+        return text if any(c in text for c in ".en") else f"{text}.0"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
+    return "(none)" if value is None else str(value)

@@ -1,11 +1,33 @@
-"""attnlab's model families (ViT, ReViT, ViT+CB, ReViT+CB), registered with timm on import."""
-from .broadcast import BroadcastBlock, ContextBroadcast
-from .residual import ResidualAttention, ResidualBlock, ResidualVisionTransformer
-from .zoo import ENTRIES, FAMILIES, SIZES, RESOLUTIONS, ModelEntry, checkpoint_filter_fn, family_of, list_models
-from .factory import create_model, resolve_model_name
+"""attnlab's model families (ViT, ReViT, ViT+CB, ReViT+CB).
 
-__all__ = [
-    "BroadcastBlock", "ContextBroadcast", "ResidualAttention", "ResidualBlock",
-    "ResidualVisionTransformer", "ENTRIES", "FAMILIES", "SIZES", "RESOLUTIONS", "ModelEntry",
-    "checkpoint_filter_fn", "family_of", "list_models", "create_model", "resolve_model_name",
-]
+The zoo's names and sizes (``zoo``) are plain data and load without torch or timm; the
+modules, and the timm registration in ``factory``, load on first use of their names.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BroadcastBlock": "broadcast", "ContextBroadcast": "broadcast",
+    "ResidualAttention": "residual", "ResidualBlock": "residual", "ResidualVisionTransformer": "residual",
+    "ENTRIES": "zoo", "FAMILIES": "zoo", "SIZES": "zoo", "RESOLUTIONS": "zoo", "ModelEntry": "zoo",
+    "family_of": "zoo", "list_models": "zoo",
+    "checkpoint_filter_fn": "factory", "create_model": "factory", "resolve_model_name": "factory",
+    "create_pretrained": "factory",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'attnlab.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,4 +1,4 @@
-"""The model zoo as data: families x sizes x resolutions, registered with timm.
+"""The model zoo as data: families x sizes x resolutions, with names, shapes and sizes.
 
 Names follow timm's ``<family>_<size>_patch<P>_<IMG>``. The four families differ only in
 the mechanism under study (same widths, depths, heads, initialisation and defaults):
@@ -7,22 +7,15 @@ the mechanism under study (same widths, depths, heads, initialisation and defaul
     revit     residual attention                 (models/residual.py)
     vit_cb    context broadcasting in every block (models/broadcast.py)
     revit_cb  both
+
+This module is plain data on purpose: ``attnlab models`` and ``ModelSpec.family`` read it
+without importing torch or timm. The timm registration lives in ``factory.py``.
 """
 from __future__ import annotations
 
 import fnmatch
-import sys
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Tuple
-
-import timm
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models import vision_transformer as timm_vit
-
-from .broadcast import BroadcastBlock
-from .residual import ResidualVisionTransformer
+from typing import Any, Dict, List, Tuple
 
 
 @dataclass(frozen=True)
@@ -70,6 +63,8 @@ FAMILIES: Dict[str, Family] = {
     "revit_cb": Family("revit_cb", "ReViT + context broadcasting", True, True),
 }
 
+IN_CHANS = 3  # timm's default input channels; every zoo model is built with it unless told
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -81,6 +76,28 @@ class ModelEntry:
     resolution: str
     owner: str  # "attnlab" (registered here) or "timm" (timm's own registration)
     config: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config.get("num_classes", 1000))  # timm's own ViTs default to ImageNet-1k
+
+    @property
+    def num_params(self) -> int:
+        """Parameters of the model as built by default (class token, qkv bias, no layer scale)."""
+        c = self.config
+        d, p, depth = c["embed_dim"], c["patch_size"], c["depth"]
+        hidden = int(d * c["mlp_ratio"])                          # timm: int(dim * mlp_ratio)
+        tokens = (c["img_size"] // p) ** 2 + 1                    # patches + class token
+        patch_embed = IN_CHANS * p * p * d + d                    # conv weight + bias
+        embeddings = d + tokens * d                               # cls_token + pos_embed
+        block = (2 * d                                            # norm1
+                 + 3 * d * d + 3 * d                              # qkv (with bias)
+                 + d * d + d                                      # proj
+                 + 2 * d                                          # norm2
+                 + d * hidden + hidden + hidden * d + d)          # mlp fc1, fc2
+        head = 2 * d + d * self.num_classes + self.num_classes    # final norm + linear head
+        alpha = 1 if FAMILIES[self.family].residual else 0        # ReViT's shared scalar a
+        return patch_embed + embeddings + depth * block + head + alpha   # CB adds no parameters
 
 
 def _entries() -> List[ModelEntry]:
@@ -116,81 +133,3 @@ def family_of(name: str) -> str:
 def list_models(pattern: str = "*") -> List[ModelEntry]:
     """The zoo's names matching a shell-style pattern, family by family."""
     return [e for n, e in ENTRIES.items() if fnmatch.fnmatch(n, pattern)]
-
-
-def checkpoint_filter_fn(state_dict: Dict[str, Any], model) -> Dict[str, Any]:
-    """Adapt others' ViT / ReViT weights to these models.
-
-    Understands the official ReViT checkpoints (``model_state`` wrapper,
-    ``head.projection``) and then everything timm's ViT filter understands (position
-    embedding resizing, patch embedding resampling, common wrappers).
-    """
-    if "model_state" in state_dict and isinstance(state_dict["model_state"], dict):
-        state_dict = state_dict["model_state"]
-    state_dict = {
-        ("head." + k[len("head.projection."):] if k.startswith("head.projection.") else k): v
-        for k, v in state_dict.items()
-    }
-    alpha = state_dict.pop("alpha", None)
-    out = timm_vit.checkpoint_filter_fn(state_dict, model)
-    if alpha is not None:
-        out["alpha"] = alpha
-    return out
-
-
-def _model_kwargs(entry: ModelEntry, kwargs: Dict[str, Any]) -> Tuple[type, Dict[str, Any]]:
-    fam = FAMILIES[entry.family]
-    args = dict(entry.config)
-    args.update(kwargs)
-    if fam.residual:
-        if fam.broadcast:
-            args.setdefault("cb_placement", "mlp")
-        elif args.get("cb_placement") is not None:
-            raise ValueError(f"{entry.name} has no context broadcasting; use revit_cb_* for CB options")
-        return ResidualVisionTransformer, args
-    cb_placement = args.pop("cb_placement", "mlp" if fam.broadcast else None)
-    cb_scale = args.pop("cb_learnable_scale", False)
-    if fam.broadcast:
-        args["block_fn"] = partial(BroadcastBlock, cb_placement=cb_placement, cb_learnable_scale=cb_scale)
-    elif cb_placement is not None or cb_scale:
-        raise ValueError(f"{entry.name} has no context broadcasting; use vit_cb_* for CB options")
-    return timm_vit.VisionTransformer, args
-
-
-def _make_entrypoint(entry: ModelEntry) -> Callable[..., Any]:
-    def entrypoint(pretrained: bool = False, **kwargs: Any):
-        cls, args = _model_kwargs(entry, kwargs)
-        return build_model_with_cfg(
-            cls, entry.name, pretrained,
-            pretrained_filter_fn=checkpoint_filter_fn,
-            feature_cfg=dict(out_indices=args.get("depth", 12) - 1, feature_cls="getter"),
-            **args,
-        )
-
-    entrypoint.__name__ = entry.name
-    entrypoint.__qualname__ = entry.name
-    entrypoint.__module__ = __name__
-    entrypoint.__doc__ = f"{FAMILIES[entry.family].summary}; {entry.size} at {entry.resolution}."
-    return entrypoint
-
-
-def _cfg(entry: ModelEntry) -> Dict[str, Any]:
-    res = RESOLUTIONS[entry.resolution]
-    return dict(
-        url="", num_classes=res.num_classes, input_size=(3, res.img_size, res.img_size),
-        pool_size=None, crop_pct=res.crop_pct, interpolation="bicubic", fixed_input_size=True,
-        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-        first_conv="patch_embed.proj", classifier="head", license="mit",
-    )
-
-
-_OURS = [e for e in ENTRIES.values() if e.owner == "attnlab"]
-default_cfgs = generate_default_cfgs({e.name: _cfg(e) for e in _OURS})
-
-_module = sys.modules[__name__]
-for _entry in _OURS:
-    setattr(_module, _entry.name, register_model(_make_entrypoint(_entry)))
-
-_missing_timm = [e.name for e in ENTRIES.values() if e.owner == "timm" and e.name not in timm.list_models()]
-if _missing_timm:  # pragma: no cover - guards against a timm that dropped a name
-    raise ImportError(f"timm {timm.__version__} lacks {', '.join(_missing_timm)}; upgrade timm")
