@@ -141,7 +141,8 @@ def _summary(spec: ModelSpec, *, alpha: Optional[List[float]], learnable: bool, 
 
 
 def plain_provenance(provenance: Dict[str, Any]) -> Dict[str, Any]:
-    """Provenance with ``metrics.alpha`` as numbers: training writes it as text ("0.353001", "0.5;0.4")."""
+    """Provenance with ``metrics.alpha`` as numbers (checkpoints written before training stored them as numbers
+    hold text: "0.353001", "0.5;0.4")."""
     out = dict(provenance)
     metrics = out.get("metrics")
     if isinstance(metrics, dict) and isinstance(metrics.get("alpha"), str):

@@ -37,7 +37,7 @@ from .optim import build_optimizer, build_scheduler
 from .plan import build_model, load_eval_split, plan_batches
 from .progress import StepProgress
 from .recipe import apply_recipe
-from .records import EpochTally, TrainResult, alpha_text, epoch_line, epoch_row, metrics_csv
+from .records import EpochTally, TrainResult, alpha_value, epoch_line, epoch_row, metrics_csv
 from .run_folder import check_new_run, check_same_run, resumable_state
 from .state import atomic_write_text, capture_rng, epoch_permutation, restore_rng, save_state, seed_all, seed_step
 
@@ -352,7 +352,7 @@ class Trainer:
         totals = tally.summed(self.dist.all_reduce_sum)
         result = self.evaluate()
         tally.lap()
-        row = epoch_row(epoch + 1, totals, result, self.last_lr, alpha_text(self.eval_model), tally.epoch_seconds)
+        row = epoch_row(epoch + 1, totals, result, self.last_lr, alpha_value(self.eval_model), tally.epoch_seconds)
         self.history.append(row)
         if result.top1 > self.best_top1:
             self.best_top1, self.best_epoch = result.top1, epoch + 1

@@ -6,7 +6,7 @@ import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Union
 
 import torch
 from torch import nn
@@ -84,13 +84,23 @@ def epoch_row(epoch: int, totals: EpochTally, result: Any, lr: float, alpha: str
     }
 
 
-def alpha_text(model: nn.Module) -> str:
-    """ReViT's learned ``a`` for the metrics file ('' for models without one)."""
+def alpha_value(model: nn.Module) -> Union[None, float, List[float]]:
+    """ReViT's learned ``a`` as numbers: one float, a list (one per layer), or None without one."""
     a = getattr(model, "alpha", None)
     if not isinstance(a, torch.Tensor):
-        return ""
+        return None
     values = [float(v) for v in a.detach().float().flatten().cpu()]
-    return ";".join(f"{v:.6f}" for v in values)
+    return values[0] if len(values) == 1 else values
+
+
+def alpha_text(alpha: Union[None, float, Sequence[float]]) -> str:
+    """``a`` as the metrics file and the epoch line write it ('' without one, ';' between layers)."""
+    if alpha is None or alpha == "":
+        return ""
+    if isinstance(alpha, str):  # rows of runs saved before a was stored as numbers
+        return alpha
+    values = [alpha] if isinstance(alpha, (int, float)) else list(alpha)
+    return ";".join(f"{float(v):.6f}" for v in values)
 
 
 def metrics_csv(history: List[Mapping[str, Any]]) -> str:
@@ -104,6 +114,8 @@ def metrics_csv(history: List[Mapping[str, Any]]) -> str:
 
 
 def _fmt(column: str, v: Any) -> str:
+    if column == "alpha":
+        return alpha_text(v)
     if isinstance(v, str) or v is None:
         return v or ""
     if column == "epoch":
@@ -117,7 +129,7 @@ def _fmt(column: str, v: Any) -> str:
 
 def epoch_line(row: Mapping[str, Any], epochs: int) -> str:
     """The log line at the end of an epoch."""
-    alpha = f"  a {row['alpha']}" if row.get("alpha") else ""
+    alpha = f"  a {alpha_text(row.get('alpha'))}" if alpha_text(row.get("alpha")) else ""
     return (f"epoch {int(row['epoch'])}/{epochs}  train_loss {row['train_loss']:.4f}  test_loss {row['test_loss']:.4f}  "
             f"top1 {row['top1']:.2f}%  top5 {row['top5']:.2f}%  lr {row['lr']:.3g}{alpha}  "
             f"{row['images_per_s']:.0f} img/s  {row['seconds']:.1f} s")
