@@ -11,7 +11,7 @@ batched forward per chunk rather than one call per condition.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -124,18 +124,14 @@ def evaluate_conditions(
     spec: InputSpec,
     batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
     conditions: Sequence[Condition],
-    *,
-    protocol: str = "sweep",
-    seed: int = 0,
-    max_batch: int = 1024,
-    device: torch.device = torch.device("cpu"),
-    attention_stats: Optional[Dict[Condition, "AttentionStats"]] = None,
-    use_labels: bool = True,
-    progress: Progress = None,
+    **options: Any,
 ) -> Dict[Condition, Outcome]:
-    """Run every condition on every batch of pixel-space images; per-image outcomes per condition."""
-    run = RobustnessRun(model, spec, conditions, protocol=protocol, seed=seed, max_batch=max_batch, device=device,
-                        attention_stats=attention_stats, use_labels=use_labels, progress=progress)
+    """Run every condition on every batch of pixel-space images; per-image outcomes per condition.
+
+    ``options`` are :class:`RobustnessRun`'s (protocol, seed, max_batch, device, attention_stats,
+    use_labels, progress).
+    """
+    run = RobustnessRun(model, spec, conditions, **options)
     for images, labels in batches:
         run.update(images, labels)
     return run.outcomes()
