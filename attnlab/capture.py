@@ -21,12 +21,13 @@ which no attention hook sees (``attnlab.models.broadcast``).
 from __future__ import annotations
 
 import fnmatch
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from .adapters import FoundAttention, find_attention, supported_families
 from .errors import AttnlabError
 from .layout import TokenLayout
 
@@ -51,78 +52,68 @@ def _match(names_filter: NamesFilter) -> Callable[[str], bool]:
 
 
 def attention_layers(model: nn.Module) -> List[Tuple[int, nn.Module, nn.Module]]:
-    """``(index, block, attention)`` for each transformer block, in forward order."""
-    from timm.layers import Attention
-
-    blocks = getattr(model, "blocks", None)
-    out = []
-    if blocks is not None:
-        for i, blk in enumerate(blocks):
-            attn = getattr(blk, "attn", None)
-            if isinstance(attn, Attention):
-                out.append((i, blk, attn))
-    if not out:
-        found = sorted({type(m).__name__ for m in model.modules() if "attn" in type(m).__name__.lower()})
-        hint = f" (found {', '.join(found)}, which attnlab cannot capture)" if found else ""
-        raise NoAttentionError(f"{type(model).__name__} has no ViT attention layer to capture{hint}; "
-                               "attnlab captures timm ViT-family models (VisionTransformer, DeiT, ReViT, CB)")
-    return out
+    """``(index, block, attention)`` for each attention module an adapter knows, in forward order."""
+    return [(i, f.block_module, f.module) for i, f in enumerate(_found(model))]
 
 
-def _is_residual(attn: nn.Module) -> bool:
+def _found(model: nn.Module) -> List[FoundAttention]:
+    found = find_attention(model)
+    if not found:
+        seen = sorted({type(m).__name__ for m in model.modules() if "attn" in type(m).__name__.lower()
+                       or "attention" in type(m).__name__.lower()})
+        hint = f" (found {', '.join(seen)}, which no adapter knows)" if seen else ""
+        raise NoAttentionError(f"{type(model).__name__} has no ViT attention layer attnlab can capture{hint}; "
+                               f"supported families: {'; '.join(supported_families())}")
+    return found
+
+
+def _points(f: FoundAttention) -> List[str]:
     from .models.residual import ResidualAttention
 
-    return isinstance(attn, ResidualAttention)
+    residual = isinstance(f.module, ResidualAttention)
+    return [p for p in ATTN_POINTS if p in f.adapter.points and (residual or p not in RESIDUAL_ONLY)]
 
 
 def hook_point_names(model: nn.Module) -> List[str]:
-    """Every hook point name the model offers, in forward order."""
+    """Every hook point name the model offers, in forward order: ``<attention path>.<point>`` and
+    ``<block path>.resid_post`` (``blocks.3.attn.pattern``, ``layers.1.blocks.0.attn.pattern``)."""
     names = []
-    for i, _, attn in attention_layers(model):
-        for point in ATTN_POINTS:
-            if point in RESIDUAL_ONLY and not _is_residual(attn):
-                continue
-            names.append(f"blocks.{i}.attn.{point}")
-        names.append(f"blocks.{i}.resid_post")
+    for f in _found(model):
+        names += [f"{f.path}.{p}" for p in _points(f)]
+        names.append(f"{f.block}.resid_post")
     return names
 
 
-def _capturing_forward(attn: nn.Module, residual: bool, observe: Callable[[str, torch.Tensor], None]):
-    from .models.residual import explicit_attention
-
-    if residual:
-        def forward(x, residual=None, alpha=None, attn_mask=None):
-            return explicit_attention(attn, x, residual, alpha, attn_mask, observe=observe)
-    else:
-        def forward(x, attn_mask=None, is_causal=False):
-            if is_causal:
-                raise NotImplementedError("attnlab does not capture causal attention")
-            return explicit_attention(attn, x, None, None, attn_mask, observe=observe)[0]
-    return forward
+def layer_of(model: nn.Module) -> Dict[str, int]:
+    """Hook point name -> its layer: the attention module's place in forward order (0-based)."""
+    out: Dict[str, int] = {}
+    for i, f in enumerate(_found(model)):
+        for p in _points(f):
+            out[f"{f.path}.{p}"] = i
+        out[f"{f.block}.resid_post"] = i
+    return out
 
 
 @contextmanager
 def hooks(model: nn.Module, names_filter: NamesFilter, sink: Sink, detach: bool = True) -> Iterator[List[str]]:
     """Within the context, every forward pass sends the requested hook points to ``sink(name, tensor)``.
 
-    Yields the names that will be produced. Hooks and patched forwards are removed on exit,
+    Yields the names that will be produced. Adapters' patches and hooks are removed on exit,
     even on error. Raises if the filter matches nothing (a capture never comes back empty).
     """
     match = _match(names_filter)
-    wanted = [n for n in hook_point_names(model) if match(n)]
+    available = hook_point_names(model)
+    wanted = [n for n in available if match(n)]
     if not wanted:
-        raise AttnlabError(f"no hook point matches {names_filter!r}; available: "
-                           f"{', '.join(hook_point_names(model)[:6])}, ...")
+        raise AttnlabError(f"no hook point matches {names_filter!r}; available: {', '.join(available[:6])}, ...")
     wanted_set = set(wanted)
-    handles = []
-    patched: List[Tuple[nn.Module, Optional[Callable]]] = []
 
     def emit(name: str, tensor: torch.Tensor) -> None:
         sink(name, tensor.detach() if detach else tensor)
 
-    try:
-        for i, blk, attn in attention_layers(model):
-            prefix = f"blocks.{i}.attn."
+    with ExitStack() as stack:
+        for f in _found(model):
+            prefix = f"{f.path}."
             points = {p for p in ATTN_POINTS if prefix + p in wanted_set}
             if points:
                 def observe(kind: str, t: torch.Tensor, prefix=prefix, points=points) -> None:
@@ -131,36 +122,37 @@ def hooks(model: nn.Module, names_filter: NamesFilter, sink: Sink, detach: bool 
                     if kind == "scores" and "own_pattern" in points:
                         emit(prefix + "own_pattern", t.softmax(dim=-1))
 
-                patched.append((attn, attn.__dict__.get("forward")))
-                attn.forward = _capturing_forward(attn, _is_residual(attn), observe)
-            name = f"blocks.{i}.resid_post"
-            if name in wanted_set:
+                f.adapter.install(f.module, observe, stack)
+            name = f"{f.block}.resid_post"
+            if name in wanted_set and f.block_module is not f.module:
                 def block_hook(module, args, output, name=name):
                     emit(name, output[0] if isinstance(output, tuple) else output)
 
-                handles.append(blk.register_forward_hook(block_hook))
+                stack.callback(f.block_module.register_forward_hook(block_hook).remove)
         yield wanted
-    finally:
-        for h in handles:
-            h.remove()
-        for module, original in patched:
-            if original is None:
-                module.__dict__.pop("forward", None)
-            else:
-                module.forward = original
 
 
 class ActivationCache(dict):
-    """Hook point name -> tensor, from one forward pass, plus the token layout."""
+    """Hook point name -> tensor, from one forward pass, plus the token layout (None where the
+    model's tokens are not one patch grid) and each name's layer."""
 
-    def __init__(self, data: Dict[str, torch.Tensor], layout: TokenLayout) -> None:
+    def __init__(self, data: Dict[str, torch.Tensor], layout: Optional[TokenLayout],
+                 layers: Optional[Dict[str, int]] = None) -> None:
         super().__init__(data)
         self.layout = layout
+        self.layers = dict(layers or {})
 
     def stack(self, point: str = "attn.pattern") -> List[torch.Tensor]:
-        """The tensors of one hook point for every layer that has it, in layer order."""
-        items = [(int(k.split(".")[1]), v) for k, v in self.items() if k.split(".", 2)[2] == point]
+        """The tensors of one hook point (``attn.pattern``, or just ``pattern``) for every layer, in order."""
+        items = [(self.layers.get(k, i), v) for i, (k, v) in enumerate(self.items()) if k.endswith("." + point)]
         return [v for _, v in sorted(items, key=lambda kv: kv[0])]
+
+
+def _layout_or_none(model: nn.Module, size: Tuple[int, int]) -> Optional[TokenLayout]:
+    try:
+        return TokenLayout.from_model(model, size)
+    except Exception:  # windowed, pooled or non-timm models: their geometry is not one grid
+        return None
 
 
 def run_with_cache(
@@ -177,14 +169,14 @@ def run_with_cache(
     store: Dict[str, torch.Tensor] = {}
     with hooks(model, names_filter, store.__setitem__, detach=detach):
         out = model(x)
-    return out, ActivationCache(store, TokenLayout.from_model(model, tuple(x.shape[-2:])))
+    return out, ActivationCache(store, _layout_or_none(model, tuple(x.shape[-2:])), layer_of(model))
 
 
 def capture_attention(model: nn.Module, x: torch.Tensor, point: str = "pattern") -> List[torch.Tensor]:
-    """The attention every layer applies (``[B, heads, N, N]`` each, rows sum to 1), in order.
+    """The attention every layer applies (``[B, heads, Nq, Nk]`` each), in forward order.
 
     ``point="own_pattern"`` gives ReViT's softmax(S_l) instead, ``"scores"`` the logits.
     """
     with torch.no_grad():
-        _, cache = run_with_cache(model, x, f"*.attn.{point}")
-    return cache.stack(f"attn.{point}")
+        _, cache = run_with_cache(model, x, f"*.{point}")
+    return cache.stack(point)
