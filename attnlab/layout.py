@@ -60,7 +60,10 @@ class TokenLayout:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, img_size: Optional[Union[int, Pair]] = None) -> "TokenLayout":
-        """Read the layout off a timm ViT-style model (``patch_embed``, ``num_prefix_tokens``)."""
+        """Read the layout off a timm ViT-style model (``patch_embed``, ``num_prefix_tokens``), or ask a
+        model that says it itself (``model.token_layout(img_size)``, as wrapped Hugging Face models do)."""
+        if hasattr(model, "token_layout"):
+            return model.token_layout(img_size)
         pe = getattr(model, "patch_embed", None)
         if pe is None or not hasattr(pe, "patch_size"):
             raise ValueError(f"{type(model).__name__} has no patch embedding; cannot tell its token layout")

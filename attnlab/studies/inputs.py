@@ -103,6 +103,8 @@ def _load_one(source: ModelSource, *, model: Optional[str], pretrained: bool,
     path = Path(source)
     if path.is_file():
         return net, spec, path.stem, file_sha256(path)
+    if spec.kind == "hf":  # hf:DIR_OR_ID or a save_pretrained folder
+        return net, spec, Path(spec.source).name or spec.source, f"hf:{spec.source}"
     return net, spec, str(source), f"timm:{source}"
 
 
