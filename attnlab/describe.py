@@ -47,21 +47,34 @@ def summarize(
 
 
 def describe(model: nn.Module, spec: ModelSpec) -> Dict[str, Any]:
-    """Architecture, size, token layout, input, classes and provenance of a built model."""
-    pe = getattr(model, "patch_embed", None)
-    blocks = getattr(model, "blocks", [])
-    attn = getattr(blocks[0], "attn", None) if len(blocks) else None
+    """Architecture, size, token layout, input, classes and provenance of a built model (any family
+    capture supports: depth is its number of attention layers, the layout is read where it is one grid)."""
+    from .capture import attention_layers
+    from .layout import TokenLayout
+
+    try:
+        layers = attention_layers(model)
+    except Exception:  # a model capture does not support still gets its size and spec described
+        layers = []
+    try:
+        layout = TokenLayout.from_model(model, tuple(spec.input.size))
+    except Exception:
+        layout = None
+    attn = layers[0][2] if layers else None
+    heads = getattr(attn, "num_heads", None) or getattr(attn, "num_attention_heads", None) \
+        or getattr(getattr(model, "config", None), "num_attention_heads", None)
+    width = getattr(model, "embed_dim", None) or getattr(getattr(model, "config", None), "hidden_size", None)
     alpha = getattr(model, "alpha", None)
     values = [float(a) for a in alpha.detach().flatten()] if alpha is not None else None
     return _summary(
         spec,
         num_params=sum(p.numel() for p in model.parameters()),
-        embed_dim=getattr(model, "embed_dim", None),
-        depth=len(blocks),
-        num_heads=getattr(attn, "num_heads", None),
-        patch_size=list(pe.patch_size) if pe is not None else None,
-        grid=list(pe.grid_size) if pe is not None else None,
-        num_prefix_tokens=getattr(model, "num_prefix_tokens", 0),
+        embed_dim=width,
+        depth=len(layers),
+        num_heads=heads,
+        patch_size=list(layout.patch_size) if layout is not None else None,
+        grid=list(layout.grid_size) if layout is not None else None,
+        num_prefix_tokens=layout.num_prefix_tokens if layout is not None else getattr(model, "num_prefix_tokens", 0),
         alpha=values,
         learnable=isinstance(alpha, nn.Parameter),
     )

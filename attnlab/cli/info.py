@@ -35,7 +35,8 @@ def format_summary(s: dict) -> str:
         ("architecture", f"{s['arch']} (family {s['family']})"),
         ("options", ", ".join(f"{k}={v}" for k, v in s["options"].items()) or "(defaults)"),
         ("shape", f"dim {s['embed_dim']}, depth {s['depth']}, heads {s['num_heads']}, patch {s['patch_size']}, "
-                  f"{s['num_prefix_tokens']} prefix token(s), {s['grid'][0]}x{s['grid'][1]} patch grid"),
+                  f"{s['num_prefix_tokens']} prefix token(s), "
+                  + (f"{s['grid'][0]}x{s['grid'][1]} patch grid" if s.get("grid") else "no single patch grid")),
         ("parameters", f"{s['num_params']:,}"),
         ("input", f"{inp['channels']} x {inp['size'][0]} x {inp['size'][1]}, mean {inp['mean']}, std {inp['std']}, "
                   f"{inp['interpolation']}, crop_pct {inp['crop_pct']}"),
