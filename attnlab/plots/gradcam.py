@@ -1,7 +1,7 @@
 """The attribution grid: where each model looks, method by method, next to the image itself.
 
-Rows are images; columns are the original image, then each model's CAM methods, then
-each model's attention rollout. Maps are drawn over the model's own input with its
+Rows are images; columns are the original image, then each model's methods (CAMs,
+chefer, attn-grad), then each model's attention rollout. Maps are drawn over the model's own input with its
 normalisation undone (grey inputs stay grey), so what is compared is the map alone.
 """
 from __future__ import annotations
@@ -48,6 +48,7 @@ def gradcam_grid(result: Any, alpha: float = 0.5) -> plt.Figure:
     shown = {m.label: m.display_images() for m in models}
     first = models[0]
     titles = result.image_titles()
+    method_titles = result.method_titles()
     for i in range(n):
         ax = axes[i, 0]
         _show_image(ax, shown[first.label][i])
@@ -61,7 +62,7 @@ def gradcam_grid(result: Any, alpha: float = 0.5) -> plt.Figure:
             _show_image(ax, shown[m.label][i])
             ax.imshow(m.maps[method][i], cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
             pred = int(m.predictions[i])
-            where = "rollout (all layers)" if method == "rollout" else f"{method} @ {m.layer}"
+            where = method_titles.get(method, f"{method} @ {m.layer}")
             title = (f"{_wrap(m.label)}\n{where}\n"
                      f"pred {_wrap(m.classes[pred])} {m.probabilities[i, pred]:.2f}")
             target = int(m.targets[i])
@@ -74,7 +75,10 @@ def gradcam_grid(result: Any, alpha: float = 0.5) -> plt.Figure:
         ax.grid(False)
         for spine in ax.spines.values():
             spine.set_visible(False)
-    fig.suptitle("Attribution maps (CAM methods: pytorch-grad-cam, at the layer named; rollout: attention only), "
+    kinds = "CAM methods: pytorch-grad-cam, at the layer named; "
+    if any(m in method_titles for m in result.methods):
+        kinds += "chefer / attn-grad: attention x its gradient; "
+    fig.suptitle(f"Attribution maps ({kinds}rollout: attention only), "
                  "titled with the predicted class and its probability", fontsize=7)
     fig.tight_layout(rect=(0, 0, 0.97, 1))
     bar = fig.colorbar(plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), ax=axes, fraction=0.015,

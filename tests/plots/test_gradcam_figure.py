@@ -48,3 +48,29 @@ def test_zero_map_hint_names_auto_only_when_another_layer_was_used():
                                                                              1, 4)
     auto = _zero_map_note("m", "gradcam", "blocks.5.norm1", "blocks.5.norm1", 1, 4)
     assert "--layer auto" not in auto and "another --method" in auto
+
+
+def test_faithfulness_curves_figure_and_attention_gradient_titles(tmp_path):
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    torch.manual_seed(0)
+    result = attnlab.explain([attnlab.create_model("vit_micro_patch4_32", depth=2)], ["tiny"], images=[tmp_path],
+                             input_spec=SPEC, methods="chefer,eigencam", faithfulness="perturbation,deletion")
+    figures = result.figures()
+    assert list(figures) == ["gradcam", "faithfulness_curves"]
+    grid_titles = [ax.get_title().replace("\n", " ") for ax in figures["gradcam"].axes]
+    assert any("chefer (all layers)" in t for t in grid_titles) and any("eigencam @ blocks.1.norm1" in t
+                                                                         for t in grid_titles)
+    panels = [ax for ax in figures["faithfulness_curves"].axes if ax.get_title()]
+    assert [ax.get_title().split("\n")[0] for ax in panels] == ["positive perturbation", "negative perturbation",
+                                                                "deletion (RISE)", "insertion (RISE)"]
+    for ax in panels:   # one line per model x method (rollout included), its area in the legend
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert [label.split(" (AUC")[0] for label in labels] == ["tiny · chefer", "tiny · eigencam",
+                                                                 "tiny · rollout"]
+        assert all("AUC" in label for label in labels) and len(ax.get_lines()) == 3
+    for fig in figures.values():
+        plt.close(fig)

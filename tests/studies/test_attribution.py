@@ -224,7 +224,8 @@ def test_attention_rollout_rows():
 def test_command_writes_figure_maps_and_tidy_csv(tmp_path, ckpts, images):
     out = tmp_path / "cam"
     result = _invoke("--ckpt", ckpts["vit"], "--ckpt", ckpts["grey_avg"], "--label", "ViT", "--label", "grey",
-                     "--images", str(images), "--method", "gradcam,eigencam", "--batch-size", "2", "--out", str(out))
+                     "--images", str(images), "--method", "gradcam,eigencam", "--batch-size", "2", "--faithfulness", "road",
+                     "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "converted images to the model's 1-channel input" in result.stderr
     assert {p.name for p in out.iterdir()} == {"gradcam.png", "gradcam.pdf", "gradcam_maps.npz", "gradcam.csv"}

@@ -41,7 +41,7 @@ def _pair():
 
 def test_a_module_and_a_pair_from_a_notebook(tmp_path, images):
     result = explain([_net(), _pair()], ["bare", "pair"], images=[images], methods="gradcam", batch_size=2,
-                     device="cpu")
+                     device="cpu", faithfulness="road")
     assert isinstance(result, AttributionResult)
     assert tuple(result.frame.columns) == COLUMNS
     assert [m.label for m in result.models] == ["bare", "pair"] and result.methods == ["gradcam"]

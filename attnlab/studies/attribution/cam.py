@@ -68,10 +68,13 @@ def compute_cam(
     layer: str = "auto",
     batch_size: int = 16,
 ) -> np.ndarray:
-    """``[B, H, W]`` maps in [0, 1] from a pytorch-grad-cam method, one per image and target class."""
+    """``[B, H, W]`` maps in [0, 1] from a pytorch-grad-cam method, one per image and target class
+    (a method of the table that is not a CAM, e.g. ``chefer``, runs its own ``compute``)."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     method = parse_methods(method)[0]
+    if METHODS[method].compute is not None:
+        return METHODS[method].compute(model, x, method, targets, layer=layer, batch_size=batch_size)
     if len(targets) != len(x):
         raise AttnlabError(f"{len(targets)} targets for {len(x)} images; give one target class per image")
     check_batch_size(batch_size)

@@ -10,7 +10,8 @@ All on the softmax probability of the target class (``ClassifierOutputSoftmaxTar
 ROAD ranks pixels by the map; ties (CAMs have many exact zeros) are broken by a fixed
 jitter of 1e-6, since pytorch-grad-cam's percentile threshold would otherwise remove
 every pixel and its linear imputation becomes singular. ROAD's imputation noise is
-seeded, so the numbers are reproducible.
+seeded, so the numbers are reproducible. The curve protocols (Chefer's perturbation, RISE
+deletion / insertion) are in ``perturbation.py``.
 """
 from __future__ import annotations
 

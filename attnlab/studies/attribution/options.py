@@ -1,19 +1,28 @@
-"""What the user may ask for: the CAM methods (a table, as data) and the class each map explains."""
+"""What the user may ask for: the attribution methods (a table, as data), the faithfulness
+protocols, and the class each map explains."""
 from __future__ import annotations
 
 import difflib
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ...errors import AttnlabError
+from .attention_gradients import gradient_attention_maps
+
+#: ``compute(model, x, method, targets, layer, batch_size) -> [B, H, W]`` maps in [0, 1].
+ComputeMaps = Callable[..., np.ndarray]
 
 
 class CamMethod(NamedTuple):
-    """A pytorch-grad-cam method: its class name (imported when used) and whether it backpropagates."""
+    """An attribution method: a pytorch-grad-cam class (imported when used) or, for a method that is
+    not a CAM, attnlab's own ``compute`` function; whether it backpropagates; and how the figure
+    says where its map comes from (empty: the CAM's target layer)."""
 
-    cam_class: str
+    cam_class: Optional[str]
     needs_gradient: bool
+    compute: Optional[ComputeMaps] = None
+    where: str = ""
 
 
 METHODS: Dict[str, CamMethod] = {
@@ -24,33 +33,51 @@ METHODS: Dict[str, CamMethod] = {
     "layercam": CamMethod("LayerCAM", True),
     "scorecam": CamMethod("ScoreCAM", False),
     "ablationcam": CamMethod("AblationCAM", False),
+    # not CAMs: attention x its gradient (attention_gradients.py)
+    "chefer": CamMethod(None, True, gradient_attention_maps, "chefer (all layers)"),
+    "attn-grad": CamMethod(None, True, gradient_attention_maps, "attn-grad (last layer)"),
 }
-#: The map that is not a CAM: attention rollout (same place in tables and arrays as a method).
+#: The map that is not a method one picks: attention rollout (same place in tables and arrays as a method).
 ROLLOUT = "rollout"
 DEFAULT_METHODS = ("gradcam",)
+#: ``--faithfulness`` protocols: ROAD + confidence drop, Chefer's perturbation curves, RISE deletion / insertion.
+FAITHFULNESS = ("road", "perturbation", "deletion")
+DEFAULT_FAITHFULNESS = ("road", "perturbation")
 TARGET_HELP = "pass predicted, true, a class name or a class index"
 TRUE_NEEDS_LABELS = ("--target true needs labelled images, but loose --images have no labels; "
                      "use --dataset NAME, or --target predicted or a class")
 
 
-def parse_methods(methods: Union[str, Sequence[str], None]) -> List[str]:
-    """Method names from repeated and/or comma-separated values, in order, without repeats."""
-    items = [methods] if isinstance(methods, str) else list(methods or DEFAULT_METHODS)
+def _parse_names(values: Union[str, Sequence[str], None], choices: Sequence[str], default: Sequence[str],
+                 what: str) -> List[str]:
+    """Names from repeated and/or comma-separated values, in order, without repeats; unknown ones fail
+    with the closest choice."""
+    items = [values] if isinstance(values, str) else list(values or default)
     out: List[str] = []
     for item in items:
         for name in str(item).split(","):
             name = name.strip().lower()
             if not name:
                 continue
-            if name not in METHODS:
-                close = difflib.get_close_matches(name, list(METHODS), n=1)
+            if name not in choices:
+                close = difflib.get_close_matches(name, list(choices), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                raise AttnlabError(f"unknown method {name!r}{hint}; choose from {', '.join(METHODS)}")
+                raise AttnlabError(f"unknown {what} {name!r}{hint}; choose from {', '.join(choices)}")
             if name not in out:
                 out.append(name)
     if not out:
-        raise AttnlabError(f"no method given; choose from {', '.join(METHODS)}")
+        raise AttnlabError(f"no {what} given; choose from {', '.join(choices)}")
     return out
+
+
+def parse_methods(methods: Union[str, Sequence[str], None]) -> List[str]:
+    """Method names from repeated and/or comma-separated values, in order, without repeats."""
+    return _parse_names(methods, list(METHODS), DEFAULT_METHODS, "method")
+
+
+def parse_faithfulness(protocols: Union[str, Sequence[str], None]) -> Tuple[str, ...]:
+    """``--faithfulness`` protocols (``road``, ``perturbation``, ``deletion``), comma-separated or repeated."""
+    return tuple(_parse_names(protocols, FAITHFULNESS, DEFAULT_FAITHFULNESS, "--faithfulness protocol"))
 
 
 def check_target(target: Optional[str], labelled: bool) -> str:

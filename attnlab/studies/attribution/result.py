@@ -4,8 +4,18 @@
 method (``gradcam``, ..., ``rollout``; ``none`` for ``probability``), ``attention`` =
 ``-``, ``layer`` = -1, ``head`` = image index with ``n_images`` = 1 for per-image rows,
 and ``head`` = -1 with ``n_images`` = N (finite values) for the mean over images (with
-``std`` and a 95% interval). ``magnitude`` and ``radius`` are empty. ``probability`` is
-p(target | x), one per model and image, not per method.
+``std`` and a 95% interval). ``radius`` is empty; ``magnitude`` is empty except on curve
+points. ``probability`` is p(target | x), one per model and image, not per method.
+
+**Faithfulness metrics** (per method, ``--faithfulness``): ``road`` gives
+``road_most_relevant_first``, ``road_least_relevant_first``, ``road_combined`` and
+``confidence_drop`` (``faithfulness.py``); ``perturbation`` gives the curve points
+``perturbation_{positive,negative}_probability`` and ``..._accuracy`` (top-1 vs the labels;
+``..._agreement``, vs the unperturbed prediction, for unlabelled images) with ``magnitude`` =
+fraction of patches removed (0, 0.1, ..., 0.9), and their areas ``<curve>_auc``;
+``deletion`` gives ``deletion_probability`` / ``insertion_probability`` (``magnitude`` =
+fraction of pixels deleted / inserted, 0..1) and ``deletion_auc`` / ``insertion_auc``
+(``perturbation.py``). Curves are drawn in ``faithfulness_curves.png/.pdf``.
 
 **Arrays** (``gradcam_maps.npz``): ``<model>/<method>`` (and ``<model>/rollout``) maps
 ``[n, H, W]`` in [0, 1] (pytorch-grad-cam's ``scale_cam_image`` per image; rollout
@@ -30,11 +40,22 @@ from ...spec import InputSpec
 from ...tables import tidy
 from ..result import FigureMaker, StudyResult
 from .faithfulness import METRICS
-from .options import ROLLOUT
+from .options import METHODS, ROLLOUT
+from .perturbation import Curve
 
 CSV = "gradcam.csv"
 NPZ = "gradcam_maps.npz"
 FIGURE = "gradcam"
+CURVES_FIGURE = "faithfulness_curves"
+#: Panels of the curves figure: (curve metric, title, x label); each drawn when measured.
+CURVE_PANELS = (
+    ("perturbation_positive_probability", "positive perturbation\n(most relevant patches first)",
+     "fraction of patches removed"),
+    ("perturbation_negative_probability", "negative perturbation\n(least relevant patches first)",
+     "fraction of patches removed"),
+    ("deletion_probability", "deletion (RISE)\n(most relevant pixels -> 0)", "fraction of pixels deleted"),
+    ("insertion_probability", "insertion (RISE)\n(most relevant pixels onto a blur)", "fraction of pixels inserted"),
+)
 
 
 @dataclass
@@ -53,6 +74,7 @@ class ModelAttribution:
     maps: Dict[str, np.ndarray]     # method (and "rollout") -> [n, H, W] in [0, 1]
     rollout_grid: np.ndarray        # [n, gh, gw] raw rollout
     metrics: Dict[str, Dict[str, np.ndarray]] = field(default_factory=dict)  # method -> metric -> [n]
+    curves: Dict[str, Dict[str, Curve]] = field(default_factory=dict)        # method -> curve metric -> curve
 
     @property
     def predictions(self) -> np.ndarray:
@@ -87,9 +109,17 @@ def attribution_frame(models: Sequence[ModelAttribution]) -> pd.DataFrame:
     for m in models:
         base = dict(model=m.label, checkpoint=m.checkpoint, arch=m.arch, attention="-", layer=-1)
         rows += _rows(m.target_probabilities, **base, transform="none", metric="probability")
-        for method, metrics in m.metrics.items():
+        for method in dict.fromkeys([*m.metrics, *m.curves]):
+            metrics, curves = m.metrics.get(method, {}), m.curves.get(method, {})
             for metric in METRICS:
-                rows += _rows(metrics[metric], **base, transform=method, metric=metric)
+                if metric in metrics:
+                    rows += _rows(metrics[metric], **base, transform=method, metric=metric)
+            for metric, curve in curves.items():
+                rows += _rows(curve.area(), **base, transform=method, metric=curve.area_name)
+            for metric, curve in curves.items():
+                for j, fraction in enumerate(curve.fractions):
+                    rows += _rows(curve.values[:, j], **base, transform=method, metric=metric,
+                                  magnitude=float(fraction))
     return tidy(rows)
 
 
@@ -131,11 +161,29 @@ class AttributionResult(StudyResult):
         out["layers"] = np.array([m.layer for m in self.models])
         return {NPZ: out}
 
+    def method_titles(self) -> Dict[str, str]:
+        """What the figure says each map is of: ``method @ layer`` for CAMs, else the method's own words."""
+        titles = {method: METHODS[method].where for method in self.methods if METHODS[method].where}
+        titles[ROLLOUT] = "rollout (all layers)"
+        return titles
+
+    def curve_panels(self) -> List[tuple]:
+        """``CURVE_PANELS`` of the curves that were measured."""
+        measured = {name for m in self.models for curves in m.curves.values() for name in curves}
+        return [panel for panel in CURVE_PANELS if panel[0] in measured]
+
     def figure_makers(self) -> Dict[str, FigureMaker]:
+        from ...plots.faithfulness import faithfulness_curves
         from ...plots.gradcam import gradcam_grid
 
-        return {FIGURE: lambda: gradcam_grid(self)}
+        makers: Dict[str, FigureMaker] = {FIGURE: lambda: gradcam_grid(self)}
+        panels = self.curve_panels()
+        if panels:
+            areas = {name: c.area_name for m in self.models for curves in m.curves.values()
+                     for name, c in curves.items()}
+            makers[CURVES_FIGURE] = lambda: faithfulness_curves(self.frame, panels, areas)
+        return makers
 
     def owned_patterns(self) -> List[str]:
-        return [CSV, NPZ, f"{FIGURE}.png", f"{FIGURE}.pdf"]
+        return [CSV, NPZ] + [f"{stem}.{ext}" for stem in (FIGURE, CURVES_FIGURE) for ext in ("png", "pdf")]
 

@@ -47,11 +47,16 @@ def attention_rollout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     from ...capture import capture_attention
 
     layout = TokenLayout.from_model(model, tuple(x.shape[-2:]))
-    r = rollout(capture_attention(model, x))
+    return query_map(rollout(capture_attention(model, x)), model, layout)
+
+
+def query_map(r: torch.Tensor, model: nn.Module, layout: TokenLayout) -> torch.Tensor:
+    """``[B, gh, gw]``: the rows of ``[B, N, N]`` relevance ``r`` the head reads (``rollout_queries``),
+    averaged, over the patch keys."""
     p = layout.num_prefix_tokens
     rows = rollout_queries(model)
     m = r[:, p:, p:].mean(dim=1) if rows is None else r[:, rows, p:].mean(dim=1)
-    return m.reshape(x.shape[0], *layout.grid_size)
+    return m.reshape(r.shape[0], *layout.grid_size)
 
 
 def upsample_maps(maps: torch.Tensor, size: Tuple[int, int]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""``explain``: CAMs, attention rollout and faithfulness of every model on the same images.
+"""``explain``: CAMs, gradient-weighted attention, rollout and faithfulness of every model on the same images.
 
 Every option is checked, and the images selected, before any model loads; models that
 take the same input see the images decoded once.
@@ -17,9 +17,12 @@ from ...paths import PathLike
 from ...spec import InputSpec
 from ..inputs import ImageSelection, LoadedModel, ModelSource, check_batch_size, group_by_input, load_models, plural
 from .cam import compute_cam
+from ...layout import TokenLayout
 from .faithfulness import ROAD_PERCENTILES, attribution_metrics
 from .layers import auto_layer, resolve_layer
-from .options import DEFAULT_METHODS, ROLLOUT, check_target, parse_methods, resolve_targets
+from .options import (DEFAULT_FAITHFULNESS, DEFAULT_METHODS, METHODS, ROLLOUT, check_target, parse_faithfulness,
+                      parse_methods, resolve_targets)
+from .perturbation import DELETION_STEPS, check_deletion_steps, deletion_insertion, perturbation_curves
 from .result import AttributionResult, ModelAttribution, attribution_frame
 from .rollout import attention_rollout, upsample_maps
 
@@ -35,10 +38,10 @@ def _in_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, bat
 
 
 def _explain_model(m: LoadedModel, x: torch.Tensor, y: np.ndarray, *, methods: List[str], target: str, layer: str,
-                   batch_size: int, device: torch.device, metrics: bool, road_percentiles: Sequence[int],
-                   notes: List[str], log: Optional[Callable[[str], None]],
+                   batch_size: int, device: torch.device, faithfulness: Sequence[str], road_percentiles: Sequence[int],
+                   deletion_steps: int, notes: List[str], log: Optional[Callable[[str], None]],
                    progress: Optional[Callable[[int], None]] = None) -> ModelAttribution:
-    """One model's predictions, maps (each method and rollout) and, with ``metrics``, their faithfulness.
+    """One model's predictions, maps (each method and rollout) and their faithfulness (each protocol).
 
     ``progress(steps)`` is called after each map and each map's faithfulness (see ``steps_per_model``).
     """
@@ -65,7 +68,10 @@ def _explain_model(m: LoadedModel, x: torch.Tensor, y: np.ndarray, *, methods: L
             raise AttnlabError(f"{m.label}: {e}") from (e.__cause__ or e)
         step()
         zero = int((maps[method].reshape(len(x), -1).max(axis=1) <= 0).sum())
-        if zero:
+        if zero and METHODS[method].cam_class is None:
+            notes.append(f"{m.label}: {method} gave an all-zero map for {zero} of {plural(len(x), 'image')} "
+                         "(no positive attention x gradient)")
+        elif zero:
             notes.append(_zero_map_note(m.label, method, name, auto_layer(net), zero, len(x)))
     grid = _in_batches(lambda xb: attention_rollout(net, xb), x, batch_size, device)
     maps[ROLLOUT] = upsample_maps(grid, tuple(x.shape[-2:]))
@@ -73,15 +79,23 @@ def _explain_model(m: LoadedModel, x: torch.Tensor, y: np.ndarray, *, methods: L
     result = ModelAttribution(label=m.label, checkpoint=m.checkpoint, arch=m.spec.arch, layer=name, classes=classes,
                               inputs=x, input_spec=m.spec.input, probabilities=probs, targets=targets, maps=maps,
                               rollout_grid=grid.cpu().numpy())
-    if metrics:
-        for method, mp in maps.items():
+    labels = y if len(y) and (y >= 0).all() else None   # top-1 of perturbed images: vs labels, else vs prediction
+    grid_size = TokenLayout.from_model(net, tuple(x.shape[-2:])).grid_size if "perturbation" in faithfulness else None
+    for method, mp in maps.items() if faithfulness else ():
+        if "road" in faithfulness:
             values = attribution_metrics(net, x, mp, targets.tolist(), road_percentiles, batch_size)
             bad = int((~np.isfinite(values["road_combined"])).sum())
             if bad:
                 notes.append(f"{m.label}: ROAD undefined for {plural(bad, 'image')} with {method} "
                              "(imputation failed); left empty")
             result.metrics[method] = values
-            step()
+        curves = result.curves.setdefault(method, {})
+        if "perturbation" in faithfulness:
+            curves.update(perturbation_curves(net, x, mp, targets.tolist(), grid_size, labels,
+                                              batch_size=batch_size))
+        if "deletion" in faithfulness:
+            curves.update(deletion_insertion(net, x, mp, targets.tolist(), deletion_steps, batch_size))
+        step()
     return result
 
 
@@ -89,6 +103,21 @@ def steps_per_model(methods: Sequence[str], metrics: bool) -> int:
     """Progress steps of one model: each method's map, rollout, and (with metrics) the faithfulness of each."""
     maps = len(methods) + 1
     return 2 * maps if metrics else maps
+
+
+def _gradients_possible(methods: Sequence[str]) -> None:
+    """A method that backpropagates cannot run under ``torch.inference_mode``: say so before any work."""
+    needing = [m for m in methods if METHODS[m].needs_gradient]
+    if needing and torch.is_inference_mode_enabled():
+        raise AttnlabError(f"{needing[0]} needs gradients, but torch.inference_mode is active; call explain "
+                           "outside inference_mode (torch.no_grad is fine), or use eigencam / scorecam / ablationcam")
+
+
+def _top1_note(labelled: bool) -> str:
+    if labelled:
+        return "perturbation curves: top-1 is checked against the dataset labels (perturbation_*_accuracy)"
+    return ("perturbation curves: the images have no labels, so top-1 is checked against each image's unperturbed "
+            "prediction (perturbation_*_agreement)")
 
 
 def _zero_map_note(label: str, method: str, layer: str, auto: str, zero: int, n: int) -> str:
@@ -115,7 +144,9 @@ def explain(
     batch_size: int = 16,
     device: DeviceLike = "auto",
     metrics: bool = True,
+    faithfulness: Union[str, Sequence[str], None] = DEFAULT_FAITHFULNESS,
     road_percentiles: Sequence[int] = ROAD_PERCENTILES,
+    deletion_steps: int = DELETION_STEPS,
     model: Optional[str] = None,
     pretrained: bool = False,
     official_config: Optional[PathLike] = None,
@@ -123,14 +154,21 @@ def explain(
     log: Optional[Callable[[str], None]] = None,
     progress_factory: Optional[Callable[[str, int], Callable[[int], None]]] = None,
 ) -> AttributionResult:
-    """CAMs (each method), attention rollout and faithfulness metrics of every model on the same images.
+    """Attribution maps (each method), attention rollout and faithfulness metrics of every model on the same images.
 
     ``models`` are checkpoint paths, timm names (with ``pretrained``), ``(model, spec)``
     pairs or bare modules (see ``attnlab.studies.inputs.load_models``); ``target`` is
-    ``predicted``, ``true`` (dataset labels) or a class name or index.
+    ``predicted``, ``true`` (dataset labels) or a class name or index. ``faithfulness``: the
+    protocols run when ``metrics`` is on: ``road`` (ROAD and confidence drop), ``perturbation``
+    (Chefer's positive / negative curves), ``deletion`` (RISE deletion and insertion).
     ``progress_factory(label, total)`` gives each model a ``progress(steps)`` callback.
     """
     method_list = parse_methods(methods)
+    protocols = parse_faithfulness(faithfulness)   # checked even when metrics is off
+    protocols = protocols if metrics else ()
+    if "deletion" in protocols:
+        check_deletion_steps(deletion_steps)
+    _gradients_possible(method_list)
     check_batch_size(batch_size)
     selection = ImageSelection(images=images, dataset=dataset, data_dir=data_dir, split=split,
                                num_images=num_images, default_limit=DEFAULT_NUM_IMAGES)
@@ -139,6 +177,7 @@ def explain(
     loaded = load_models(models, labels, model=model, pretrained=pretrained, official_config=official_config,
                          input_spec=input_spec)
     notes: List[str] = []
+    steps = steps_per_model(method_list, bool(protocols))
     done: Dict[str, ModelAttribution] = {}
     true_labels: Optional[np.ndarray] = None
     for spec, group in group_by_input(loaded).items():
@@ -151,11 +190,13 @@ def explain(
         true_labels = y.numpy() if true_labels is None else true_labels
         for m in group:
             done[m.label] = _explain_model(m, x, true_labels, methods=method_list, target=target, layer=layer,
-                                           batch_size=batch_size, device=dev, metrics=metrics,
-                                           road_percentiles=road_percentiles, notes=notes, log=log,
-                                           progress=progress_factory(m.label, steps_per_model(method_list, metrics))
-                                           if progress_factory else None)
+                                           batch_size=batch_size, device=dev, faithfulness=protocols,
+                                           road_percentiles=road_percentiles, deletion_steps=deletion_steps,
+                                           notes=notes, log=log,
+                                           progress=progress_factory(m.label, steps) if progress_factory else None)
     results = [done[m.label] for m in loaded]
+    if "perturbation" in protocols:
+        notes.append(_top1_note(bool(len(true_labels)) and bool((true_labels >= 0).all())))
     channels = loaded[0].spec.input.channels
     return AttributionResult(frame=attribution_frame(results), notes=notes, models=results, methods=method_list,
                              labels=true_labels, names=selection.names(channels),
