@@ -1,0 +1,116 @@
+"""Where the queries and keys of one layer's attention map sit in the image.
+
+A single-grid ViT is the case :class:`~attnlab.layout.TokenLayout` describes (prefix tokens,
+then one patch grid); windowed and pooled attention need more, and this module says it as
+data: a :class:`LayerGeometry` holds, for every window of a map, each query's and each key's
+position in pixels (the centre of the image region the token stands for; NaN for a token
+without one: a prefix token, or the padding Swin adds when the grid does not divide into
+windows). Distances between them give the mean attention distance in pixels on every family.
+
+- **Swin** (:func:`swin_windows`): the block rolls its ``H x W`` token grid by ``-shift``
+  and cuts ``w x w`` windows, row by row; a map is ``[B * windows, heads, w*w, w*w]``. The
+  position of a window's token is where that token was *before* the roll, so in a shifted
+  window tokens from opposite borders are far apart, as they are in the image.
+- **MViTv2** (:func:`pooled_grid`): queries and keys live on grids pooled with their own
+  strides. Convention: a pooled token stands at the centre of its pooling kernel, which for
+  timm's pooling (padding ``k // 2``) is input token ``i * stride``; so token ``i`` of a grid
+  pooled by ``s`` from a grid of ``t`` pixels per token is at ``(i * s + 0.5) * t`` pixels.
+- **CaiT class attention** (:func:`class_queries`): the one query (the class token) has no
+  position; distance metrics are not defined for it and are reported as such, not as zero.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+Pair = Tuple[int, int]
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """Positions ``[windows, tokens, 2]`` (y, x pixels; NaN: no position) of one layer's queries and keys.
+
+    ``windows`` is how many consecutive maps of a batch belong to one image (Swin: windows
+    per image; 1 otherwise); ``stage`` the model stage the layer belongs to.
+    """
+
+    query_pos: torch.Tensor
+    key_pos: torch.Tensor
+    stage: int = 0
+
+    @property
+    def windows(self) -> int:
+        return int(self.query_pos.shape[0])
+
+    def distances(self) -> torch.Tensor:
+        """``[windows, Nq, Nk]`` Euclidean distances in pixels; NaN where a query or key has no position."""
+        q, k = self.query_pos.double(), self.key_pos.double()
+        return (q[:, :, None, :] - k[:, None, :, :]).pow(2).sum(-1).sqrt()
+
+    def key_present(self) -> torch.Tensor:
+        """``[windows, Nk]``: keys that are image tokens (not padding)."""
+        return ~torch.isnan(self.key_pos).any(-1)
+
+
+def grid_positions(grid: Pair, pixels_per_token: Tuple[float, float]) -> torch.Tensor:
+    """``[gh * gw, 2]`` centres of a row-major token grid, each token ``pixels_per_token`` in size."""
+    gh, gw = grid
+    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
+                            indexing="ij")
+    return torch.stack([(ys + 0.5) * pixels_per_token[0], (xs + 0.5) * pixels_per_token[1]], -1).reshape(-1, 2)
+
+
+def swin_windows(grid: Pair, window: Pair, shift: Pair, pixels_per_token: Tuple[float, float],
+                 stage: int = 0) -> LayerGeometry:
+    """The windows of a Swin block over a ``grid`` of tokens, as timm forms them (roll, pad, partition)."""
+    gh, gw = grid
+    wh, ww = window
+    pos = grid_positions(grid, pixels_per_token).reshape(gh, gw, 2)
+    if any(shift):
+        pos = torch.roll(pos, shifts=(-shift[0], -shift[1]), dims=(0, 1))     # the block's cyclic shift
+    ph, pw = (wh - gh % wh) % wh, (ww - gw % ww) % ww                         # padding to whole windows
+    if ph or pw:
+        padded = torch.full((gh + ph, gw + pw, 2), math.nan, dtype=pos.dtype)
+        padded[:gh, :gw] = pos
+        pos = padded
+    H, W = pos.shape[:2]
+    win = pos.reshape(H // wh, wh, W // ww, ww, 2).permute(0, 2, 1, 3, 4).reshape(-1, wh * ww, 2)
+    return LayerGeometry(win, win, stage)
+
+
+def pooled_grid(grid: Pair, stride: Pair, pixels_per_token: Tuple[float, float]) -> Tuple[Pair, torch.Tensor]:
+    """``(pooled grid size, [n, 2] positions)`` of a grid pooled by ``stride`` (kernel-centre convention)."""
+    gh, gw = grid
+    sh, sw = stride
+    oh, ow = -(-gh // sh), -(-gw // sw)  # ceil: timm's pooling pads k // 2
+    ys, xs = torch.meshgrid(torch.arange(oh, dtype=torch.float64), torch.arange(ow, dtype=torch.float64),
+                            indexing="ij")
+    pos = torch.stack([(ys * sh + 0.5) * pixels_per_token[0], (xs * sw + 0.5) * pixels_per_token[1]], -1)
+    return (oh, ow), pos.reshape(-1, 2)
+
+
+def pooled_attention(grid: Pair, q_stride: Pair, kv_stride: Pair, pixels_per_token: Tuple[float, float],
+                     num_prefix_tokens: int = 0, stage: int = 0) -> LayerGeometry:
+    """MViTv2's pooled attention on a ``grid`` of input tokens: queries and keys pooled by their strides."""
+    _, q = pooled_grid(grid, q_stride, pixels_per_token)
+    _, k = pooled_grid(grid, kv_stride, pixels_per_token)
+    prefix = torch.full((num_prefix_tokens, 2), math.nan, dtype=torch.float64)
+    return LayerGeometry(torch.cat([prefix, q])[None], torch.cat([prefix, k])[None], stage)
+
+
+def class_queries(num_keys: int, grid: Pair, pixels_per_token: Tuple[float, float],
+                  num_prefix_tokens: int = 1, stage: int = 0) -> LayerGeometry:
+    """CaiT's class attention: one query without a position, keys = prefix tokens + the patch grid."""
+    keys = torch.cat([torch.full((num_prefix_tokens, 2), math.nan, dtype=torch.float64),
+                      grid_positions(grid, pixels_per_token)])
+    if keys.shape[0] != num_keys:
+        raise ValueError(f"{num_keys} keys, but {num_prefix_tokens} prefix + {grid[0]}x{grid[1]} tokens")
+    return LayerGeometry(torch.full((1, 1, 2), math.nan, dtype=torch.float64), keys[None], stage)
+
+
+def stage_strides(sizes: Sequence[Pair], image: Pair) -> Sequence[Tuple[float, float]]:
+    """Pixels per token of each grid size, for an image of ``image`` pixels."""
+    return [(image[0] / g[0], image[1] / g[1]) for g in sizes]

@@ -1,0 +1,88 @@
+"""Layer geometry of windowed, pooled and class attention, against closed forms and timm's own partition."""
+import math
+
+import pytest
+import timm
+import torch
+
+from attnlab.geometry import class_queries, grid_positions, pooled_attention, pooled_grid, swin_windows
+from attnlab.metrics.geometric import entropy, mean_distance, reachable_keys, uniform_in_windows
+
+
+def window_mean_distance(w: int, px: float) -> float:
+    """Mean distance between two tokens drawn uniformly from a w x w window (brute force)."""
+    pts = [(i, j) for i in range(w) for j in range(w)]
+    return px * sum(math.dist(a, b) for a in pts for b in pts) / len(pts) ** 2
+
+
+def test_uniform_attention_in_a_window_has_the_window_mean_distance():
+    g = swin_windows((8, 8), (4, 4), (0, 0), (4.0, 4.0))
+    assert g.windows == 4 and g.query_pos.shape == (4, 16, 2)
+    attn = torch.full((2 * 4, 3, 16, 16), 1 / 16)
+    expected = window_mean_distance(4, 4.0)
+    assert torch.allclose(mean_distance(attn, g), torch.full((3,), expected, dtype=torch.float64))
+    assert uniform_in_windows(g) == pytest.approx(expected)
+
+
+def test_shifted_window_positions_are_the_tokens_before_the_roll():
+    g = swin_windows((8, 8), (4, 4), (2, 2), (1.0, 1.0))
+    # window 0 of the rolled grid starts at token (2, 2) of the image
+    assert g.query_pos[0, 0].tolist() == [2.5, 2.5]
+    # the last window wraps: its first token is image token (6, 6), its last is (1, 1)
+    assert g.query_pos[3, 0].tolist() == [6.5, 6.5] and g.query_pos[3, -1].tolist() == [1.5, 1.5]
+    # one-hot attention from every query to a key at the same image position: distance 0
+    onehot = torch.eye(16).expand(4, 2, 16, 16).reshape(4, 2, 16, 16)
+    assert torch.equal(mean_distance(onehot, g), torch.zeros(2, dtype=torch.float64))
+
+
+def test_window_positions_follow_timm_partition():
+    from timm.models.swin_transformer import window_partition
+
+    gh, gw, w, s = 6, 6, 3, 1
+    pos = grid_positions((gh, gw), (1.0, 1.0)).reshape(1, gh, gw, 2)
+    ref = window_partition(torch.roll(pos, shifts=(-s, -s), dims=(1, 2)), (w, w)).reshape(-1, w * w, 2)
+    assert torch.equal(swin_windows((gh, gw), (w, w), (s, s), (1.0, 1.0)).query_pos, ref.double())
+
+
+def test_padding_tokens_have_no_position():
+    g = swin_windows((5, 5), (4, 4), (0, 0), (1.0, 1.0))
+    assert g.windows == 4 and torch.isnan(g.key_pos).any(-1).sum() == 4 * 16 - 25
+
+
+def test_mvitv2_positions_against_hand_computed_strides():
+    size, pos = pooled_grid((8, 8), (2, 2), (4.0, 4.0))
+    assert size == (4, 4)
+    assert pos[:4, 1].tolist() == [2.0, 10.0, 18.0, 26.0]  # (i * 2 + 0.5) * 4
+    g = pooled_attention((8, 8), (1, 1), (4, 4), (4.0, 4.0))
+    assert g.query_pos.shape == (1, 64, 2) and g.key_pos.shape == (1, 4, 2)
+    assert g.key_pos[0, :2, 1].tolist() == [2.0, 18.0]
+
+
+def test_class_attention_distance_is_undefined_not_zero():
+    g = class_queries(1 + 16, (4, 4), (4.0, 4.0))
+    attn = torch.full((2, 3, 1, 17), 1 / 17)
+    assert torch.isnan(mean_distance(attn, g)).all()
+
+
+def test_entropy_normalised_by_the_keys_a_query_can_reach():
+    scores = torch.zeros(1, 1, 2, 4)
+    scores[..., 0, 2:] = -100.0                 # query 0 reaches 2 keys, query 1 all 4
+    attn = scores.softmax(-1)
+    h, norm = entropy(attn, reachable_keys(scores, attn))
+    assert norm.item() == pytest.approx(1.0, abs=1e-6)   # uniform over what each can reach
+    assert h.item() == pytest.approx((math.log(2) + math.log(4)) / 2, abs=1e-6)
+
+
+def test_swin_model_windows_match_the_captured_maps():
+    from attnlab.capture import run_with_cache
+
+    torch.manual_seed(0)
+    m = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=56, depths=(2,), num_heads=(2,),
+                          embed_dim=16, num_classes=3).eval()
+    with torch.no_grad():
+        _, cache = run_with_cache(m, torch.randn(2, 3, 56, 56), "*.pattern")
+    blk = m.layers[0].blocks[1]
+    g = swin_windows(tuple(blk.input_resolution), tuple(blk.window_size), tuple(blk.shift_size), (4.0, 4.0))
+    attn = cache["layers.0.blocks.1.attn.pattern"]
+    assert attn.shape[0] == 2 * g.windows and attn.shape[-1] == g.key_pos.shape[1]
+    assert torch.isfinite(mean_distance(attn, g)).all()
