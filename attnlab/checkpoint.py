@@ -367,10 +367,8 @@ def load_model(
     source_str = os.fspath(source)
     path = Path(source_str)
     from .models.hf import is_hf_source, load_hf_model
-
     if is_hf_source(source_str):  # hf:DIR_OR_ID, or a save_pretrained folder
-        net, spec = load_hf_model(source_str)
-        return net.to(device).eval(), spec
+        return tuple(load_hf_model(source_str, device))
     if not path.exists():
         if pretrained:
             net, spec = _pretrained(source_str, options)

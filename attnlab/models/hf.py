@@ -84,8 +84,8 @@ def _input_spec(folder: Optional[Path], config: Any) -> InputSpec:
                      std=tuple(std)[:channels] * (channels // len(std[:channels])), interpolation="bicubic")
 
 
-def load_hf_model(source: str) -> Tuple[nn.Module, ModelSpec]:
-    """Load ``hf:DIR_OR_ID`` (or a ``save_pretrained`` folder) in eval mode, with its spec."""
+def load_hf_model(source: str, device: Union[str, torch.device] = "cpu") -> Tuple[nn.Module, ModelSpec]:
+    """Load ``hf:DIR_OR_ID`` (or a ``save_pretrained`` folder) in eval mode on ``device``, with its spec."""
     try:
         import transformers
     except ImportError:
@@ -114,7 +114,7 @@ def load_hf_model(source: str) -> Tuple[nn.Module, ModelSpec]:
                               f"{one_line(e)[:300]}") from None
     if getattr(hf.config, "model_type", "") == "clip":
         hf = hf.vision_model if hasattr(hf, "vision_model") else hf
-    model = HFVisionModel(hf).eval()
+    model = HFVisionModel(hf).to(device).eval()
     labels = getattr(hf.config, "id2label", None) or {}
     classes = [str(labels[i]) for i in sorted(labels)] if model.num_classes else []
     spec = ModelSpec(arch=f"hf:{hf.config.model_type}", options={}, input=_input_spec(folder, hf.config),
