@@ -39,6 +39,7 @@ _API = {
     "measure_attention": "attnlab.studies.attention",
     "measure_robustness": "attnlab.studies.robustness",
     "explain": "attnlab.studies.attribution",
+    "measure_similarity": "attnlab.studies.similarity",
     "ImageSelection": "attnlab.studies.inputs",
     "StudyResult": "attnlab.studies.result",
     # training and evaluation

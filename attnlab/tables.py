@@ -40,7 +40,8 @@ SCHEMA: Tuple[Column, ...] = (
     Column("attention", "which map was measured: applied (what the layer applies: softmax(R_l) for ReViT), "
                         "own (ReViT's softmax(S_l)), or - for non-attention metrics", default="-"),
     Column("transform", "input transform (none, shift-h, shift-grid, scale, ...; a non-black fill after a "
-                        "colon: shift-h:reflect), or the method in gradcam.csv", default="none"),
+                        "colon: shift-h:reflect), the method in gradcam.csv, or the tokens compared in "
+                        "similarity.csv (cls, mean, patches)", default="none"),
     Column("magnitude", "size of the transform (pixels, factor); NaN when there is none", default=math.nan),
     Column("magnitude_y", "second component of a 2-D magnitude (a (dx, dy) shift grid: dy); NaN otherwise",
            default=math.nan),

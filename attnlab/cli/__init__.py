@@ -19,6 +19,7 @@ from .figures import figures
 from .info import info
 from .models import models
 from .robustness import robustness
+from .similarity import similarity
 from .train import train
 
 def _flags_take_no_value() -> None:
@@ -52,6 +53,7 @@ app.command()(globality)
 app.command()(entropy)
 app.command()(robustness)
 app.command()(gradcam)
+app.command()(similarity)
 app.command()(demo)
 app.command()(figures)
 app.command()(train)

@@ -13,7 +13,8 @@ from .progress import progress_bars
 
 _DOCS = {
     "globality": "Mean attention distance, non-locality and globality curves per layer and head "
-                 "(ReViT's claim: residual attention stays local longer). Writes globality.csv and figures.",
+                 "(ReViT's claim: residual attention stays local longer); --metrics adds high-norm tokens and "
+                 "the attention they draw. Writes globality.csv and figures.",
     "entropy": "Attention entropy per layer and head, with confidence bands over images "
                "(CB's claim: context broadcasting lowers the entropy of learned attention). Writes entropy.csv and figures.",
 }
@@ -31,6 +32,21 @@ def _parse_radii(text: str) -> List[float]:
     return radii
 
 
+def _parse_metrics(text: Optional[str]) -> List[str]:
+    """``--metrics a,b``: names of the globality metrics and the high-norm ones (default: the globality ones)."""
+    from ..errors import AttnlabError
+    from ..studies.attention import GLOBALITY_CHOICES, GLOBALITY_METRICS
+
+    if text is None:
+        return list(GLOBALITY_METRICS)
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in GLOBALITY_CHOICES]
+    if not names or unknown:
+        what = f"unknown --metrics {', '.join(unknown)}" if unknown else "--metrics names no metric"
+        raise AttnlabError(f"{what}; choose from {', '.join(GLOBALITY_CHOICES)} (comma-separated)")
+    return list(dict.fromkeys(names))
+
+
 def _make(kind: str) -> Callable[..., None]:
     @user_errors
     def command(
@@ -45,6 +61,7 @@ def _make(kind: str) -> Callable[..., None]:
         batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 64,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
         radii: Annotated[str, typer.Option(help="Globality-curve radii in patches, comma-separated.")] = "0,1,2,3,4,6,8",
+        metrics: Annotated[Optional[str], typer.Option("--metrics", help="Metrics to measure, comma-separated: mad_px, mad_px_raw, nonlocality, globality, prefix_mass, and the high-norm tokens token_norm_q25, token_norm_q50, token_norm_q75, token_norm_q99, token_norm_max, high_norm_share, high_norm_mass (default: the five globality metrics).", show_default=False)] = None,
         out: Annotated[Path, typer.Option(help="Output folder.")] = Path(f"out/{kind}"),
         model: ModelOption = None,
         pretrained: PretrainedOption = False,
@@ -52,10 +69,11 @@ def _make(kind: str) -> Callable[..., None]:
     ) -> None:
         from ..errors import AttnlabError
         from ..paths import check_output_dir
-        from ..studies.attention import ENTROPY_METRICS, GLOBALITY_METRICS, measure_attention
+        from ..studies.attention import ENTROPY_METRICS, measure_attention
         from ..studies.inputs import plural
 
         check_output_dir(out)  # before any work
+        chosen = _parse_metrics(metrics) if kind == "globality" else list(ENTROPY_METRICS)
 
         all_images = list(images or []) + list(paths or [])
         if paths and not images:
@@ -65,22 +83,23 @@ def _make(kind: str) -> Callable[..., None]:
                 ckpt, label, images=all_images or None, dataset=dataset, data_dir=data_dir, split=split,
                 num_images=num_images, batch_size=batch_size, device=device, radii=_parse_radii(radii),
                 model=model, pretrained=pretrained, official_config=official_config, progress_factory=bar,
-                metrics=GLOBALITY_METRICS if kind == "globality" else ENTROPY_METRICS,
+                metrics=chosen,
             )
         for note in result.notes:
             typer.echo(f"note: {note}", err=True)
         written = result.save(out)
-        metric = "mad_px" if kind == "globality" else "entropy_norm"
-        unit = "mean attention distance (px)" if kind == "globality" else "entropy / log N"
+        metric = "entropy_norm" if kind == "entropy" else "mad_px" if "mad_px" in chosen else chosen[0]
+        unit = {"entropy_norm": "entropy / log N", "mad_px": "mean attention distance (px)"}.get(metric, metric)
         typer.echo(f"{unit} per layer, mean over heads, {plural(result.n_images, 'image')}:")
         typer.echo(result.layer_summary(metric).round(3).to_string())
         typer.echo("wrote " + ", ".join(str(p) for p in written))
 
     command.__name__ = kind
     command.__doc__ = _DOCS[kind]
-    if kind == "entropy":  # radii shape the globality curves only: entropy has no such option
+    if kind == "entropy":  # radii and --metrics choose among the globality metrics only: entropy has neither
         sig = inspect.signature(command, eval_str=True)
-        command.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "radii"])
+        command.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values()
+                                                        if p.name not in ("radii", "metrics")])
     return command
 
 

@@ -6,6 +6,24 @@ keeps, for each (layer, metric), only a count and float64 running moments, so it
 memory is fixed once every layer has been seen, however many images follow. Means are
 exact batch-merge means; spreads use Chan et al.'s pairwise update of the sum of
 squared deviations (the numerically stable form of "sum and sum of squares").
+
+High-norm tokens (Darcet et al. 2024; :mod:`.tokens`) are optional metrics, measured only
+when named in ``metrics=`` (:data:`HIGH_NORM_METRICS`, never by default):
+
+    token_norm_q25 ... token_norm_max   per block output: quantiles of each image's patch-token
+                                        norms ||x_g||_2 (q = 0.25, 0.5, 0.75, 0.99, 1), mean over images
+    high_norm_share                     per block output: share of patch tokens with
+                                        ||x_g|| > Q3 + 3 IQR of that image's patch-token norms
+    high_norm_mass                      per head: mass the attention of layer l puts on the
+                                        high-norm patch tokens of its input (block l-1's output;
+                                        for block 0 the embedded tokens), mean over patch queries
+                                        of the attention summed over those keys (as prefix_mass)
+
+So at layer l, ``token_norm_*`` and ``high_norm_share`` describe block l's output, and
+``high_norm_mass`` the attention of layer l on the outliers of block l-1's output (the
+``high_norm_share`` row of layer l-1): feed each batch in forward order, block l-1's
+tokens (``update_tokens``) before layer l's map (``update``), and block 0's input with
+``update_block_input(0, ...)``.
 """
 from __future__ import annotations
 
@@ -30,12 +48,13 @@ from .kernels import (
     row_entropy,
     weighted_distance,
 )
+from .tokens import FENCE_K, NORM_QUANTILES, high_norm_mass, high_norm_tokens, token_norms
 from .validation import MetricInputError, describe_layout, radii_tensor, require_layout, validate_attention
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["AttentionStats", "METRIC_NAMES", "ROW_COLUMNS", "DEFAULT_RADII"]
+__all__ = ["AttentionStats", "DEFAULT_RADII", "HIGH_NORM_METRICS", "METRIC_NAMES", "NORM_METRICS", "ROW_COLUMNS"]
 
 #: Every metric name :meth:`AttentionStats.rows` can emit, in the order it emits them.
 METRIC_NAMES: Tuple[str, ...] = (
@@ -52,6 +71,15 @@ METRIC_NAMES: Tuple[str, ...] = (
     "effective_rank",  # effective rank of the patch-token matrix (per layer, head -1)
 )
 
+#: Quantiles of the patch-token norms of a block output (per layer, head -1), one per NORM_QUANTILES.
+NORM_METRICS: Tuple[str, ...] = tuple("token_norm_max" if q == 1.0 else f"token_norm_q{round(q * 100):02d}"
+                                      for q in NORM_QUANTILES)
+#: Optional metrics (module docstring): only when asked for by name, never by default.
+HIGH_NORM_METRICS: Tuple[str, ...] = NORM_METRICS + (
+    "high_norm_share",  # share of a block output's patch tokens beyond the far-out fence (per layer, head -1)
+    "high_norm_mass",   # mass layer l's attention puts on the high-norm tokens of its input (per head)
+)
+
 #: Columns of every row, in the order of :data:`attnlab.tables.COLUMNS`: all but the
 #: architecture and input transform (the caller knows them) and the confidence interval
 #: (``tables.tidy`` derives it from ``std`` and ``n_images``).
@@ -60,7 +88,7 @@ ROW_COLUMNS: Tuple[str, ...] = columns_except("arch", "transform", "magnitude", 
 #: Radii (patch units) of the globality curve unless told otherwise; r = 0 is 1 - self-attention.
 DEFAULT_RADII: Tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 
-_ORDER = {name: k for k, name in enumerate(METRIC_NAMES)}
+_ORDER = {name: k for k, name in enumerate(METRIC_NAMES + HIGH_NORM_METRICS)}
 
 
 class _Moments:
@@ -109,19 +137,22 @@ class AttentionStats:
         metrics: Optional[Iterable[str]] = None,
     ) -> None:
         """``radii``: globality-curve radii in patch units; ``check``: refuse maps whose rows
-        do not sum to 1; ``metrics``: compute only these names of :data:`METRIC_NAMES` (all by default)."""
+        do not sum to 1; ``metrics``: compute only these names of :data:`METRIC_NAMES` and
+        :data:`HIGH_NORM_METRICS` (default: all of :data:`METRIC_NAMES`)."""
         self.radii: Tensor = radii_tensor(radii)
         self.check = bool(check)
         chosen = set(METRIC_NAMES if metrics is None else metrics)
-        unknown = sorted(chosen - set(METRIC_NAMES))
+        known = METRIC_NAMES + HIGH_NORM_METRICS
+        unknown = sorted(chosen - set(known))
         if unknown:
-            raise MetricInputError(f"unknown metrics {unknown}; choose from {', '.join(METRIC_NAMES)}")
+            raise MetricInputError(f"unknown metrics {unknown}; choose from {', '.join(known)}")
         self.metrics = frozenset(chosen)
         self._moments: Dict[Tuple[int, str], _Moments] = {}
         self._layer_moments: Dict[Tuple[int, str], _Moments] = {}  # per-image means over heads
         self._layouts: Dict[int, TokenLayout] = {}
         self._heads: Dict[int, int] = {}
         self._scratch = ScratchBuffer()  # per-element temporaries reused by every update
+        self._input_outliers: Dict[int, Tensor] = {}  # layer -> high-norm tokens of its input, this batch
 
     # ------------------------------------------------------------------ updates
 
@@ -197,18 +228,47 @@ class AttentionStats:
             values["prefix_mass"] = prefix_mass_core(a, layout)
         if "globality" in want:
             values["globality"] = globality_core(a, layout, self.radii)
+        if "high_norm_mass" in want:
+            outliers = self._input_outliers.pop(layer, None)
+            if outliers is None or outliers.shape[0] != a.shape[0]:
+                raise MetricInputError(
+                    f"high_norm_mass of layer {layer} needs the tokens of its input from the same batch first: "
+                    f"update_tokens({layer - 1}, ...) (update_block_input({layer}, ...) for the first block)")
+            values["high_norm_mass"] = high_norm_mass(a, outliers, layout, check=False, dtype=dtype)
         self._heads[layer] = heads
         self._commit(layer, layout, values)
 
     def update_tokens(self, layer: int, tokens: Tensor, layout: TokenLayout) -> None:
-        """Add one batch of block-``layer`` output tokens ``[B, N, C]`` (feature diversity)."""
+        """Add one batch of block-``layer`` output tokens ``[B, N, C]``: feature diversity, the norm
+        quantiles and ``high_norm_share``, and the outliers ``high_norm_mass`` of layer ``layer + 1`` reads."""
         layer, layout = self._layer_key(layer, layout, "AttentionStats.update_tokens")
         values = {}
         if "effective_rank" in self.metrics:
             values["effective_rank"] = effective_rank(tokens, layout)
         if "token_cosine" in self.metrics and layout.num_patches >= 2:
             values["token_cosine"] = token_cosine_similarity(tokens, layout)
+        if self.metrics & set(HIGH_NORM_METRICS):
+            norms = token_norms(tokens, layout)  # [B, G]
+            if self.metrics & set(NORM_METRICS):
+                q = torch.quantile(norms, torch.tensor(NORM_QUANTILES, dtype=norms.dtype, device=norms.device), dim=-1)
+                values.update({name: q[k] for k, name in enumerate(NORM_METRICS) if name in self.metrics})
+            if "high_norm_share" in self.metrics:
+                outliers = high_norm_tokens(tokens, layout, FENCE_K, norms=norms)
+                values["high_norm_share"] = outliers.to(torch.float64).mean(-1)  # (1/G) #{g : ||x_g|| > fence}
+            self._remember_outliers(layer + 1, tokens, layout, norms)  # block `layer`'s output feeds layer + 1
         self._commit(layer, layout, values)
+
+    def update_block_input(self, layer: int, tokens: Tensor, layout: TokenLayout) -> None:
+        """Block ``layer``'s input tokens ``[B, N, C]`` where no block output precedes them (the first
+        block: the embedded tokens); ``high_norm_mass`` of layer ``layer`` measures their outliers."""
+        layer, layout = self._layer_key(layer, layout, "AttentionStats.update_block_input")
+        self._remember_outliers(layer, tokens, layout)
+
+    def _remember_outliers(self, layer: int, tokens: Tensor, layout: TokenLayout,
+                           norms: Optional[Tensor] = None) -> None:
+        """Keep the high-norm tokens that layer ``layer``'s attention reads, until its map of this batch arrives."""
+        if "high_norm_mass" in self.metrics:
+            self._input_outliers[layer] = high_norm_tokens(tokens, layout, FENCE_K, norms=norms)
 
     # ------------------------------------------------------------------ results
 

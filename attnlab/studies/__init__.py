@@ -3,6 +3,7 @@
     measure_attention   globality and entropy of attention (``attnlab globality`` / ``entropy``)
     measure_robustness  accuracy and consistency under exact shifts and scales (``attnlab robustness``)
     explain             GradCAM-family maps, attention rollout, faithfulness (``attnlab gradcam``)
+    measure_similarity  linear CKA between block outputs and the logit lens (``attnlab similarity``)
 
 Every study takes model sources and an image selection (``inputs``) and returns a result
 with ``.frame``, ``.notes``, ``.figures()`` and ``.save(out)`` (``result``). Names load on
@@ -19,6 +20,7 @@ _API = {
     "FEATURE_METRICS": "attention",
     "measure_robustness": "robustness", "RobustnessResult": "robustness",
     "explain": "attribution", "AttributionResult": "attribution",
+    "measure_similarity": "similarity", "SimilarityResult": "similarity",
     "AttentionAnalyser": "stream", "analyse_attention": "stream",
     "ImageSelection": "inputs", "LoadedModel": "inputs", "load_models": "inputs",
     "StudyResult": "result",

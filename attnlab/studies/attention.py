@@ -9,6 +9,9 @@ One pass over the images measures every metric; models that take the same input 
 the same decoded batches. What ``save`` writes follows the metrics measured: the
 globality metrics give ``globality.csv`` and its figures, the entropy metrics
 ``entropy.csv`` and its figures (``GlobalityResult`` / ``EntropyResult`` pick one share).
+The high-norm token metrics (``HIGH_NORM_METRICS``, only when asked for: ``attnlab
+globality --metrics``, the feature-diversity set) go into ``globality.csv``, next to
+``prefix_mass``; each figure is drawn when the metric it shows was measured.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import pandas as pd
 import torch
 
 from ..layout import TokenLayout
-from ..metrics import DEFAULT_RADII, mean_attention_distance
+from ..metrics import DEFAULT_RADII, HIGH_NORM_METRICS, mean_attention_distance
 from ..paths import PathLike
 from ..spec import InputSpec
 from .inputs import ImageSelection, ModelSource, check_batch_size, group_by_input, load_models
@@ -30,7 +33,12 @@ from .stream import AttentionAnalyser
 
 GLOBALITY_METRICS = ("mad_px", "mad_px_raw", "nonlocality", "globality", "prefix_mass")
 ENTROPY_METRICS = ("entropy", "entropy_norm", "entropy_patch", "entropy_prefix")
-FEATURE_METRICS = ("token_cosine", "effective_rank")
+#: Feature diversity of block outputs, with the high-norm tokens and the attention they draw.
+FEATURE_METRICS = ("token_cosine", "effective_rank") + HIGH_NORM_METRICS
+#: What ``attnlab globality --metrics`` chooses from (default: GLOBALITY_METRICS).
+GLOBALITY_CHOICES = GLOBALITY_METRICS + HIGH_NORM_METRICS
+GLOBALITY_FIGURES = ("mad_per_layer", "mad_per_head", "globality_curves")
+ENTROPY_FIGURES = ("entropy_per_layer", "entropy_heatmap")
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
@@ -65,8 +73,8 @@ class AttentionResult(StudyResult):
 
     def tables(self) -> Dict[str, pd.DataFrame]:
         out = {}
-        if self.has(GLOBALITY_METRICS):
-            out["globality.csv"] = self.share(GLOBALITY_METRICS)
+        if self.has(GLOBALITY_CHOICES):
+            out["globality.csv"] = self.share(GLOBALITY_CHOICES)
         if self.has(ENTROPY_METRICS):
             out["entropy.csv"] = self.share(ENTROPY_METRICS)
         return out
@@ -75,12 +83,13 @@ class AttentionResult(StudyResult):
         from ..plots import attention as fig
 
         out: Dict[str, FigureMaker] = {}
-        if self.has(GLOBALITY_METRICS):
+        if self.has(("mad_px",)):
             rows = self.share(GLOBALITY_METRICS)
             uniform = self.uniform_distance()
             out["mad_per_layer"] = lambda: fig.mad_per_layer(rows, uniform=uniform)
             out["mad_per_head"] = lambda: fig.mad_per_head(rows, uniform=uniform)
-            out["globality_curves"] = lambda: fig.globality_curves(rows)
+        if self.has(("globality",)):
+            out["globality_curves"] = lambda: fig.globality_curves(self.share(GLOBALITY_METRICS))
         if self.has(ENTROPY_METRICS):
             rows_e = self.share(ENTROPY_METRICS)
             out["entropy_per_layer"] = lambda: fig.entropy_per_layer(rows_e, log_n=self.log_tokens())
@@ -88,7 +97,10 @@ class AttentionResult(StudyResult):
         return out
 
     def owned_patterns(self) -> List[str]:
-        return list(self.tables()) + [f"{stem}.*" for stem in self.figure_makers()]
+        """The tables written and every figure of their share (a figure not drawn this time is stale)."""
+        stems = (GLOBALITY_FIGURES if "globality.csv" in self.tables() else ()) + \
+            (ENTROPY_FIGURES if "entropy.csv" in self.tables() else ())
+        return list(self.tables()) + [f"{stem}.*" for stem in stems]
 
     def layer_summary(self, metric: str) -> pd.DataFrame:
         """Model x layer table of a metric's layer value (applied attention), for the terminal."""
@@ -100,11 +112,12 @@ class AttentionResult(StudyResult):
 
 
 class GlobalityResult(AttentionResult):
-    """The globality share of an attention study: ``globality.csv`` and its three figures."""
+    """The globality share of an attention study (with any high-norm metrics measured):
+    ``globality.csv`` and its three figures."""
 
     def __init__(self, frame: pd.DataFrame, notes: Optional[List[str]] = None,
                  layouts: Optional[Dict[str, TokenLayout]] = None) -> None:
-        super().__init__(frame[frame["metric"].isin(GLOBALITY_METRICS)], list(notes or []), dict(layouts or {}))
+        super().__init__(frame[frame["metric"].isin(GLOBALITY_CHOICES)], list(notes or []), dict(layouts or {}))
 
 
 class EntropyResult(AttentionResult):

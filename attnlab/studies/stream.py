@@ -23,14 +23,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..capture import hook_point_names, hooks
+from ..capture import attention_layers, hook_point_names, hooks
 from ..devices import DeviceLike, resolve_device
 from ..errors import AttnlabError
 from ..layout import TokenLayout
-from ..metrics import DEFAULT_RADII, METRIC_NAMES, AttentionStats
+from ..metrics import DEFAULT_RADII, METRIC_NAMES, NORM_METRICS, AttentionStats
 from ..tables import tidy
 
-TOKEN_METRICS = ("token_cosine", "effective_rank")
+#: Metrics of block outputs alone (attention "-"); high_norm_mass also reads them, but is attention.
+TOKEN_METRICS = ("token_cosine", "effective_rank") + NORM_METRICS + ("high_norm_share",)
 
 Progress = Optional[Callable[[int], None]]
 
@@ -49,9 +50,11 @@ class AttentionAnalyser:
     """Every attention metric of every layer and head of one model, fed batch by batch.
 
     ``own`` adds ReViT's softmax(S_l); ``metrics`` selects names of
-    ``attnlab.metrics.METRIC_NAMES`` (default all; the feature-diversity ones capture block
-    outputs). Use it as a context manager: the hooks are in place inside the block only,
-    and the model is restored even on error.
+    ``attnlab.metrics.METRIC_NAMES`` and ``HIGH_NORM_METRICS`` (default: all of METRIC_NAMES).
+    The feature-diversity and high-norm ones capture block outputs; ``high_norm_mass`` also
+    the first block's input (layer l's attention is measured on the outliers of its input).
+    Use it as a context manager: the hooks are in place inside the block only, and the
+    model is restored even on error.
     """
 
     def __init__(self, model: nn.Module, *, label: str, checkpoint: str, arch: str = "",
@@ -61,13 +64,14 @@ class AttentionAnalyser:
         self.model = model.to(self.device).eval()
         self.label, self.checkpoint, self.arch = label, checkpoint, arch
         chosen = set(METRIC_NAMES if metrics is None else metrics)
-        tokens = bool(chosen & set(TOKEN_METRICS))
+        tokens = bool(chosen & set(TOKEN_METRICS)) or "high_norm_mass" in chosen
         self.points = [n for n in hook_point_names(model) if n.endswith(".attn.pattern")
                        or (own and n.endswith(".attn.own_pattern")) or (tokens and n.endswith(".resid_post"))]
         # maps come straight from a softmax inside the capture: no need to re-check their rows
         self.stats: Dict[str, AttentionStats] = {"applied": AttentionStats(radii=radii, check=False, metrics=chosen)}
         if any(n.endswith("own_pattern") for n in self.points):
             self.stats["own"] = AttentionStats(radii=radii, check=False, metrics=chosen - set(TOKEN_METRICS))
+        self._block_input = "high_norm_mass" in chosen  # block 0's input: the outliers layer 0 reads
         self.layout: Optional[TokenLayout] = None
         self.n_images = 0
         self._stack: Optional[ExitStack] = None
@@ -79,11 +83,23 @@ class AttentionAnalyser:
         elif rest == "attn.own_pattern":
             self.stats["own"].update(int(layer), t, self.layout)
         else:
-            self.stats["applied"].update_tokens(int(layer), t, self.layout)
+            for stats in self.stats.values():  # "own" reads the tokens only for the outliers of high_norm_mass
+                if stats is self.stats["applied"] or "high_norm_mass" in stats.metrics:
+                    stats.update_tokens(int(layer), t, self.layout)
+
+    def _first_block_input(self, layer: int, args: tuple, kwargs: dict) -> None:
+        x = args[0] if args else kwargs["x"]
+        for stats in self.stats.values():
+            stats.update_block_input(layer, x.detach(), self.layout)
 
     def __enter__(self) -> "AttentionAnalyser":
         self._stack = ExitStack()
         self._stack.enter_context(hooks(self.model, self.points, self._sink))
+        if self._block_input:
+            first, block, _ = attention_layers(self.model)[0]
+            handle = block.register_forward_pre_hook(
+                lambda module, args, kwargs: self._first_block_input(first, args, kwargs), with_kwargs=True)
+            self._stack.callback(handle.remove)
         return self
 
     def __exit__(self, *exc: object) -> None:
