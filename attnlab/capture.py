@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .adapters import FoundAttention, find_attention, supported_families
+from .adapters.base import REAL_SOFTMAX
 from .errors import AttnlabError
 from .layout import TokenLayout
 
@@ -70,8 +71,9 @@ def _found(model: nn.Module) -> List[FoundAttention]:
 def _points(f: FoundAttention) -> List[str]:
     from .models.residual import ResidualAttention
 
-    residual = isinstance(f.module, ResidualAttention)
-    return [p for p in ATTN_POINTS if p in f.adapter.points and (residual or p not in RESIDUAL_ONLY)]
+    # the timm ViT adapter serves ViT and ReViT: R_l and softmax(S_l) exist for ReViT's layers only
+    keep_all = isinstance(f.module, ResidualAttention) or "mixed_scores" not in f.adapter.points
+    return [p for p in ATTN_POINTS if p in f.adapter.points and (keep_all or p not in RESIDUAL_ONLY)]
 
 
 def hook_point_names(model: nn.Module) -> List[str]:
@@ -119,8 +121,8 @@ def hooks(model: nn.Module, names_filter: NamesFilter, sink: Sink, detach: bool 
                 def observe(kind: str, t: torch.Tensor, prefix=prefix, points=points) -> None:
                     if kind in points:
                         emit(prefix + kind, t)
-                    if kind == "scores" and "own_pattern" in points:
-                        emit(prefix + "own_pattern", t.softmax(dim=-1))
+                    if kind == "scores" and "own_pattern" in points:  # the real softmax, even while one is observed
+                        emit(prefix + "own_pattern", REAL_SOFTMAX(t, dim=-1))
 
                 f.adapter.install(f.module, observe, stack)
             name = f"{f.block}.resid_post"

@@ -40,6 +40,7 @@ class LayerGeometry:
     query_pos: torch.Tensor
     key_pos: torch.Tensor
     stage: int = 0
+    reach: Optional[torch.Tensor] = None  # [windows, Nq] keys each query can reach (a mask's open ones)
 
     @property
     def windows(self) -> int:
@@ -109,6 +110,42 @@ def class_queries(num_keys: int, grid: Pair, pixels_per_token: Tuple[float, floa
     if keys.shape[0] != num_keys:
         raise ValueError(f"{num_keys} keys, but {num_prefix_tokens} prefix + {grid[0]}x{grid[1]} tokens")
     return LayerGeometry(torch.full((1, 1, 2), math.nan, dtype=torch.float64), keys[None], stage)
+
+
+def swin_block(block, image: Pair, stage: int = 0) -> LayerGeometry:  # noqa: ANN001
+    """The windows of a timm ``SwinTransformerBlock`` for an ``image`` (its grid, window, shift and mask)."""
+    grid = tuple(int(v) for v in block.input_resolution)
+    g = swin_windows(grid, tuple(block.window_size), tuple(block.shift_size),
+                     (image[0] / grid[0], image[1] / grid[1]), stage)
+    present = g.key_present()
+    open_keys = present[:, None, :].expand(-1, g.query_pos.shape[1], -1)
+    mask = getattr(block, "attn_mask", None)
+    if mask is not None and mask.shape[0] == g.windows:  # timm adds -100 where tokens come from different regions
+        open_keys = open_keys & (mask.to(torch.float64) > -50).to(open_keys.device)
+    return LayerGeometry(g.query_pos, g.key_pos, stage, open_keys.sum(-1))
+
+
+def mvit_attention(module, feat: Pair, image: Pair, n_q: int, n_k: int, stage: int = 0) -> LayerGeometry:  # noqa: ANN001
+    """A timm ``MultiScaleAttention`` on a ``feat`` grid: query and key strides read off the map's sizes."""
+    prefix = 1 if getattr(module, "has_cls_token", False) else 0
+    ppt = (image[0] / feat[0], image[1] / feat[1])
+
+    def stride(n: int) -> Pair:
+        for s in range(1, max(feat) + 1):
+            if -(-feat[0] // s) * -(-feat[1] // s) == n - prefix:
+                return (s, s)
+        raise ValueError(f"no pooling stride turns a {feat[0]}x{feat[1]} grid into {n - prefix} tokens")
+
+    return pooled_attention(feat, stride(n_q), stride(n_k), ppt, prefix, stage)
+
+
+def stage_of(path: str) -> int:
+    """The stage index in a module path (``layers.2.blocks.0.attn``, ``stages.1...``), else 0."""
+    parts = path.split(".")
+    for name, index in zip(parts, parts[1:]):
+        if name in ("layers", "stages") and index.isdigit():
+            return int(index)
+    return 0
 
 
 def stage_strides(sizes: Sequence[Pair], image: Pair) -> Sequence[Tuple[float, float]]:

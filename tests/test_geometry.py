@@ -86,3 +86,22 @@ def test_swin_model_windows_match_the_captured_maps():
     attn = cache["layers.0.blocks.1.attn.pattern"]
     assert attn.shape[0] == 2 * g.windows and attn.shape[-1] == g.key_pos.shape[1]
     assert torch.isfinite(mean_distance(attn, g)).all()
+
+
+def test_geometric_stats_stream_over_batches_like_one_pass():
+    from attnlab.metrics.geometric import GeometricStats, per_image
+
+    g = swin_windows((8, 8), (4, 4), (2, 2), (4.0, 4.0))
+    torch.manual_seed(0)
+    attn = torch.randn(3 * 4, 2, 16, 16).softmax(-1)
+    whole = GeometricStats()
+    whole.update(0, attn, g)
+    parts = GeometricStats()
+    parts.update(0, attn[:4], g)
+    parts.update(0, attn[4:], g)
+    a, b = whole.rows("m", "c"), parts.rows("m", "c")
+    assert [r["value"] for r in a] == pytest.approx([r["value"] for r in b])
+    mad, _, _ = per_image(attn, g)
+    row = next(r for r in a if r["metric"] == "mad_px" and r["head"] == 0)
+    assert row["value"] == pytest.approx(float(mad[:, 0].mean())) and row["n_images"] == 3
+    assert torch.allclose(mad.mean(0), mean_distance(attn, g))

@@ -31,7 +31,7 @@ from torch import nn
 
 Observe = Callable[[str, torch.Tensor], None]
 
-_SOFTMAX = torch.Tensor.softmax  # the real one, even while observed_softmax stands in for it
+REAL_SOFTMAX = torch.Tensor.softmax  # the real one, even while observed_softmax stands in for it
 
 
 def explicit_sdpa(observe: Observe) -> Callable[..., torch.Tensor]:
@@ -53,7 +53,7 @@ def explicit_sdpa(observe: Observe) -> Callable[..., torch.Tensor]:
             scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool \
                 else scores + attn_mask
         observe("scores", scores)
-        pattern = _SOFTMAX(scores, dim=-1)
+        pattern = REAL_SOFTMAX(scores, dim=-1)
         observe("pattern", pattern)
         if dropout_p > 0.0:
             pattern = F.dropout(pattern, p=dropout_p)
@@ -107,7 +107,9 @@ class Adapter:
     absent); ``way`` is ``"sdpa"`` or ``"softmax"`` (see the module docstring) or ``"custom"``
     with ``patch`` doing it; ``geometry`` says how queries and keys sit in the image
     (``grid``: one patch grid with prefix tokens, the ViT case; ``window``; ``pooled``;
-    ``class``: only the class token queries). The block whose output is ``resid_post`` is the
+    ``class``: only the class token queries); ``distribution`` is False where the applied
+    attention is no distribution over keys (CaiT's talking heads), so metrics read the
+    per-head softmax (``own_pattern``) instead. The block whose output is ``resid_post`` is the
     nearest enclosing module whose path ends in an index (``blocks.3``, ``layers.1.blocks.0``).
     """
 
@@ -116,6 +118,7 @@ class Adapter:
     way: str = "sdpa"
     geometry: str = "grid"
     points: Tuple[str, ...] = ("scores", "pattern")
+    distribution: bool = True  # False: ``pattern`` is not a distribution per row (heads mixed after the softmax)
     patch: Optional[Callable[[nn.Module, Observe, ExitStack], None]] = field(default=None, compare=False)
 
     def matches(self, module: nn.Module) -> bool:

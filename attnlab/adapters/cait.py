@@ -1,6 +1,7 @@
 """timm's ``Cait``: talking-heads self-attention over the patch tokens (heads mixed before and after
-the softmax: ``scores`` is what goes into the softmax, ``pattern`` the attention applied, after
-the second mix, whose rows need not sum to 1), and class attention (``blocks_token_only``),
+the softmax: ``scores`` is what goes into the softmax, ``own_pattern`` its softmax per head,
+``pattern`` the attention applied, after the second mix, whose rows need not sum to 1: the
+metrics read ``own_pattern``), and class attention (``blocks_token_only``),
 where only the class token queries [class token + patches]."""
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def _patch_talking_heads(attn: nn.Module, observe: Observe, stack: ExitStack) ->
 
 
 TALKING_HEADS = Adapter(family="timm Cait talking-heads attention", classes=_talking_heads, way="custom",
+                        points=("scores", "own_pattern", "pattern"), distribution=False,
                         patch=_patch_talking_heads)
 CLASS_ATTENTION = Adapter(family="timm Cait class attention", classes=_class_attention, way="sdpa",
                           geometry="class")

@@ -15,7 +15,7 @@ from .validation import MetricInputError, describe_layout, require_layout, shape
 __all__ = ["token_cosine_similarity", "effective_rank"]
 
 
-def _patch_tokens(tokens: Tensor, layout: TokenLayout, what: str) -> Tensor:
+def patch_tokens(tokens: Tensor, layout: TokenLayout, what: str) -> Tensor:
     """Validate ``tokens`` against ``layout`` and return the patch tokens ``[B, G, C]`` in float64."""
     layout = require_layout(layout, what)
     if not isinstance(tokens, Tensor):
@@ -40,7 +40,7 @@ def token_cosine_similarity(tokens: Tensor, layout: TokenLayout) -> Tensor:
     for unit vectors ``u_i``; an all-zero token counts as cosine 0 with everything.
     Needs ``G >= 2``.
     """
-    x = _patch_tokens(tokens, layout, "token_cosine_similarity")
+    x = patch_tokens(tokens, layout, "token_cosine_similarity")
     g = x.shape[1]
     if g < 2:
         raise MetricInputError("token_cosine_similarity needs at least 2 patch tokens")
@@ -59,7 +59,7 @@ def effective_rank(tokens: Tensor, layout: TokenLayout) -> Tensor:
     whenever the mean token moves). Ranges over ``[1, min(G, C)]``; an all-zero matrix
     gives 0 (its rank).
     """
-    x = _patch_tokens(tokens, layout, "effective_rank")
+    x = patch_tokens(tokens, layout, "effective_rank")
     # singular values from the eigenvalues of the smaller Gram matrix (float64: s_k^2 keeps
     # ~8 significant digits of the smallest s_k relative to the largest, plenty for an entropy)
     gram = x @ x.transpose(1, 2) if x.shape[1] <= x.shape[2] else x.transpose(1, 2) @ x

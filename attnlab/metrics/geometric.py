@@ -61,3 +61,70 @@ def uniform_in_windows(geometry: LayerGeometry) -> float:
     q_ok = ~torch.isnan(geometry.query_pos).any(-1)
     per_query = (torch.nan_to_num(d) * keys[:, None, :]).sum(-1) / keys.sum(-1, keepdim=True).clamp_min(1)
     return float(per_query[q_ok].mean())
+
+
+def per_image(attn: torch.Tensor, geometry: LayerGeometry, scores: Optional[torch.Tensor] = None
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(mad_px, entropy, entropy_norm)`` per image and head, ``[B, heads]`` each, of maps
+    ``[B * windows, heads, Nq, Nk]`` laid out as ``geometry`` says (see :func:`mean_distance`)."""
+    a = attn.double()
+    nw = geometry.windows
+    b = a.shape[0] // nw
+    heads = a.shape[1]
+    d = torch.nan_to_num(geometry.distances()).to(a.device)                    # [W, Nq, Nk]
+    keys = geometry.key_present().to(a.device)                                 # [W, Nk]
+    queries = ~torch.isnan(geometry.query_pos).any(-1).to(a.device)            # [W, Nq]
+    aw = a.reshape(b, nw, heads, *a.shape[2:])
+    mass = (aw * keys[None, :, None, None, :]).sum(-1).clamp_min(1e-300)
+    dist = (aw * d[None, :, None]).sum(-1) / mass                              # [B, W, H, Nq]
+    q = queries[None, :, None, :].double()
+    n_q = q.sum(dim=(1, 3))
+    mad = (dist * q).sum(dim=(1, 3)) / n_q if bool(queries.any()) else torch.full((b, heads), math.nan,
+                                                                                  dtype=torch.float64)
+    h = -torch.special.xlogy(aw, aw).sum(-1)                                   # [B, W, H, Nq]
+    if scores is not None:
+        reach = reachable_keys(scores, attn).double().reshape(b, nw, heads, -1)
+    elif geometry.reach is not None:                                           # the mask's open keys
+        reach = geometry.reach.double().to(a.device)[None, :, None, :].expand_as(h)
+    else:                                                                      # every key the softmax spans
+        reach = torch.full_like(h, aw.shape[-1])
+    norm = torch.where(reach > 1, h / torch.log(reach.clamp_min(2)), torch.zeros_like(h))
+    return mad, h.mean(dim=(1, 3)), norm.mean(dim=(1, 3))
+
+
+class GeometricStats:
+    """Streaming mean and standard deviation over images of :func:`per_image`'s metrics, per layer and head.
+
+    Rows come out in the tidy schema's columns (``attnlab.tables``): per head, and the mean
+    over heads (``head = -1``); a metric undefined for a layer (distance under class
+    attention) gives no row rather than a zero.
+    """
+
+    METRICS = ("mad_px", "entropy", "entropy_norm")
+
+    def __init__(self, metrics: Optional[set] = None) -> None:
+        self.metrics = [m for m in self.METRICS if metrics is None or m in metrics]
+        self._sums: dict = {}
+
+    def update(self, layer: int, attn: torch.Tensor, geometry: LayerGeometry,
+               scores: Optional[torch.Tensor] = None) -> None:
+        values = dict(zip(self.METRICS, per_image(attn, geometry, scores)))
+        for metric in self.metrics:
+            v = values[metric].cpu()                                            # [B, heads]
+            for head, column in [(h, v[:, h]) for h in range(v.shape[1])] + [(-1, v.mean(dim=1))]:
+                s = self._sums.setdefault((layer, head, metric), [0, 0.0, 0.0])
+                s[0] += column.numel()
+                s[1] += float(column.sum())
+                s[2] += float((column ** 2).sum())
+
+    def rows(self, model: str, checkpoint: str, attention: str = "applied") -> list:
+        out = []
+        for (layer, head, metric), (n, total, squares) in sorted(self._sums.items()):
+            if n == 0 or not math.isfinite(total):
+                continue
+            mean = total / n
+            var = max(squares - n * mean * mean, 0.0) / (n - 1) if n > 1 else math.nan
+            out.append(dict(model=model, checkpoint=checkpoint, attention=attention, layer=layer, head=head,
+                            metric=metric, radius=math.nan, value=mean, std=math.sqrt(var) if n > 1 else math.nan,
+                            n_images=n))
+        return out

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..layout import TokenLayout
-from .features import _patch_tokens
+from .features import patch_tokens
 from .validation import MetricInputError, require_layout, shape_str, validate_attention
 
 __all__ = ["FENCE_K", "NORM_QUANTILES", "high_norm_mass", "high_norm_share", "high_norm_tokens", "norm_quantiles",
@@ -36,7 +36,7 @@ NORM_QUANTILES: Tuple[float, ...] = (0.25, 0.5, 0.75, 0.99, 1.0)
 
 def token_norms(tokens: Tensor, layout: TokenLayout) -> Tensor:
     """L2 norm of each patch token, ``[B, G]`` float64: ``||x_g||_2`` (prefix tokens dropped)."""
-    return torch.linalg.vector_norm(_patch_tokens(tokens, layout, "token_norms"), dim=-1)
+    return torch.linalg.vector_norm(patch_tokens(tokens, layout, "token_norms"), dim=-1)
 
 
 def norm_quantiles(tokens: Tensor, layout: TokenLayout, q: Sequence[float] = NORM_QUANTILES) -> Tensor:
