@@ -9,7 +9,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 OUT ?= out/demo
 JOBS ?= 2
 
-.PHONY: help env data demo test clean figures
+.PHONY: help env data browser demo test clean figures
 
 help:
 	@echo "make demo   run the main job into $(OUT)"
@@ -31,10 +31,16 @@ data:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; fi
 
+# Debian's chromium and chromedriver: the explorer's page is tested in a real headless browser.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium found"; else \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; fi
+
 demo: env data
 	$(RUN) attnlab demo --out $(OUT)
 
-test: env data
+test: env data browser
 	$(RUN) pytest -n $(JOBS) -q
 
 clean:

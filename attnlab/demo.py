@@ -83,6 +83,7 @@ def train_stage(cfg: DemoConfig, out: Path, log: Log) -> Dict[str, Path]:
 
 def run_demo(out: Path, cfg: Optional[DemoConfig] = None, fresh: bool = False, log: Log = print) -> Path:
     """Run every stage into ``out``; returns the report's path."""
+    from .explore import explore
     from .studies.attention import (ENTROPY_METRICS, GLOBALITY_METRICS, EntropyResult, GlobalityResult,
                                     measure_attention)
     from .studies.attribution import explain
@@ -96,12 +97,12 @@ def run_demo(out: Path, cfg: Optional[DemoConfig] = None, fresh: bool = False, l
     key = asdict(cfg)
     t0 = time.time()
 
-    log("[1/5] training on Fashion-MNIST")
+    log("[1/6] training on Fashion-MNIST")
     ckpts = train_stage(cfg, out, log)
     labels, paths = list(ckpts), [str(p) for p in ckpts.values()]
     data = dict(dataset="fashion-mnist", data_dir=cfg.data_dir)
 
-    log("[2/5] attention: globality and entropy")
+    log("[2/6] attention: globality and entropy")
     if not (_done(out / "globality", key) and _done(out / "entropy", key)):
         attention = measure_attention(paths, labels, num_images=cfg.analysis_images, device=cfg.device,
                                       metrics=GLOBALITY_METRICS + ENTROPY_METRICS, **data)
@@ -112,7 +113,7 @@ def run_demo(out: Path, cfg: Optional[DemoConfig] = None, fresh: bool = False, l
     else:
         log("  reusing finished results")
 
-    log("[3/5] robustness: horizontal shifts and scales")
+    log("[3/6] robustness: horizontal shifts and scales")
     if not _done(out / "robustness", key):
         robustness = measure_robustness(paths, labels, num_images=cfg.robustness_images, shifts=[0, 2, 4, 8],
                                         scales=[0.75, 1.0, 1.25], device=cfg.device, seed=cfg.seed, **data)
@@ -121,7 +122,7 @@ def run_demo(out: Path, cfg: Optional[DemoConfig] = None, fresh: bool = False, l
     else:
         log("  reusing finished results")
 
-    log("[4/5] GradCAM and attention rollout")
+    log("[4/6] GradCAM and attention rollout")
     if not _done(out / "gradcam", key):
         explained = explain(paths, labels, num_images=cfg.gradcam_images, methods=["gradcam"], device=cfg.device,
                             **data)
@@ -130,7 +131,14 @@ def run_demo(out: Path, cfg: Optional[DemoConfig] = None, fresh: bool = False, l
     else:
         log("  reusing finished results")
 
-    log("[5/5] report")
+    log("[5/6] explorer: explore.html")
+    if not _done(out / "explore", key):
+        explore(paths, labels, num_images=cfg.gradcam_images, device=cfg.device, **data).save(out / "explore")
+        _mark(out / "explore", key)
+    else:
+        log("  reusing finished results")
+
+    log("[6/6] report")
     report = write_demo_report(out, ckpts)
     log(f"done in {time.time() - t0:.0f} s: {report}")
     return report
@@ -189,6 +197,9 @@ def write_demo_report(out: Path, ckpts: Dict[str, Path]) -> Path:
         Section("Where the models look", figures=[
             (png("gradcam", "gradcam"), "GradCAM and attention rollout of the three models on the same test images."),
         ]),
+        Section("Explore the attention", "Open [explore/explore.html](explore/explore.html) in a browser (one "
+                "self-contained file, works offline): hover a patch to see where it looks in ViT, ReViT and "
+                "ViT+CB side by side, block by block and head by head, with rollout and GradCAM overlays."),
     ]
     intro = ("ViT, ReViT (residual attention) and ViT+CB (context broadcasting), trained from scratch on "
              "Fashion-MNIST by `attnlab demo`. CSVs sit next to every figure; `runs/` holds the checkpoints "

@@ -15,6 +15,7 @@ from .demo import demo
 from .download import download
 from .gradcam import gradcam
 from .evaluate import evaluate
+from .explore import explore
 from .figures import figures
 from .info import info
 from .models import models
@@ -54,6 +55,7 @@ app.command()(entropy)
 app.command()(robustness)
 app.command()(gradcam)
 app.command()(similarity)
+app.command()(explore)
 app.command()(demo)
 app.command()(figures)
 app.command()(train)
