@@ -52,6 +52,8 @@ class AttentionResult(StudyResult):
 
     def uniform_distance(self) -> Optional[float]:
         """Mean attention distance (px) of uniform attention, when every model has the same grid."""
+        if not self.layouts or any(lay is None for lay in self.layouts.values()):
+            return None  # windowed or pooled models: no one grid, no one uniform distance
         distinct = {(lay.grid_size, lay.patch_size, lay.num_prefix_tokens) for lay in self.layouts.values()}
         if len(distinct) != 1:
             return None
@@ -61,6 +63,8 @@ class AttentionResult(StudyResult):
 
     def log_tokens(self) -> Optional[float]:
         """ln N, the entropy of uniform attention, when every model has the same token count."""
+        if not self.layouts or any(lay is None for lay in self.layouts.values()):
+            return None
         counts = {lay.num_tokens for lay in self.layouts.values()}
         return math.log(counts.pop()) if len(counts) == 1 else None
 

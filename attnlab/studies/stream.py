@@ -26,7 +26,7 @@ from torch import nn
 from ..adapters import find_attention
 from ..capture import attention_layers, hook_point_names, hooks, layer_of
 from ..devices import DeviceLike, resolve_device
-from ..errors import AttnlabError
+from ..errors import AttnlabError, one_line
 from ..layout import TokenLayout
 from ..metrics.geometric import GeometricStats
 from ..metrics import DEFAULT_RADII, METRIC_NAMES, NORM_METRICS, AttentionStats
@@ -160,7 +160,12 @@ class AttentionAnalyser:
         except ValueError:  # no single patch grid (Swin, MViTv2): every layer has its own geometry
             self.layout = None
         with torch.inference_mode():
-            self.model(x)
+            try:
+                self.model(x)
+            except (AssertionError, RuntimeError, ValueError) as e:  # e.g. a Swin built for another input size
+                raise AttnlabError(f"{self.label} failed on {x.shape[-2]}x{x.shape[-1]} images "
+                                   f"({type(e).__name__}: {one_line(e)[:160]}); it takes {expected_size(self.model)}"
+                                   " images: give it a checkpoint whose input spec says so") from e
         self.n_images += x.shape[0]
 
     def result(self) -> AttentionAnalysis:
@@ -177,7 +182,17 @@ class AttentionAnalyser:
         if any(hasattr(blk, "broadcast") for blk in getattr(self.model, "blocks", [])):
             notes.append(f"{self.label}: context broadcasting mixes tokens uniformly besides the measured attention "
                          "(CB(x) = (x + mean x) / 2 in every block); the attention metrics see only the softmax part")
-        return AttentionAnalysis(frame=frame, n_images=self.n_images, layout=self.layout, notes=notes)
+        # a model with windowed or pooled layers has no one grid: no layout (and no uniform reference) for it
+        layout = None if any(f.adapter.geometry in ("window", "pooled") for f in self.geometric.values()) else self.layout
+        return AttentionAnalysis(frame=frame, n_images=self.n_images, layout=layout, notes=notes)
+
+
+def expected_size(model: nn.Module) -> str:
+    """The input size a model says it was built for (its patch embedding, or its timm config)."""
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if size is None:
+        size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (None, "?", "?"))[1:]
+    return "x".join(str(v) for v in size)
 
 
 def analyse_attention(
