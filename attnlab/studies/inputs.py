@@ -155,7 +155,7 @@ class ImageSelection:
     """Which images a study reads: loose files (``images``) or a dataset split, and how many.
 
     Checked when made. ``num_images`` None means up to ``default_limit`` (the study's
-    default); a dataset stored class by class then takes the classes in turn.
+    default; None: every image); a dataset stored class by class then takes the classes in turn.
     """
 
     images: Optional[Sequence[PathLike]] = None
@@ -163,7 +163,7 @@ class ImageSelection:
     data_dir: Optional[PathLike] = None
     split: str = "test"
     num_images: Optional[int] = None
-    default_limit: int = DEFAULT_NUM_IMAGES
+    default_limit: Optional[int] = DEFAULT_NUM_IMAGES
     _raw: Dict[int, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -204,7 +204,9 @@ class ImageSelection:
 
     def count(self, available: int) -> int:
         """How many of ``available`` images the selection takes."""
-        return self.num_images if self.num_images is not None else min(available, self.default_limit)
+        if self.num_images is not None:
+            return self.num_images
+        return available if self.default_limit is None else min(available, self.default_limit)
 
     def open(self, spec: InputSpec, *, pixel: bool = False):
         """The selected images prepared for ``spec``: normalised tensors, or in [0, 1] with ``pixel``."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
@@ -162,7 +161,7 @@ def evaluate_checkpoint(
     net = loaded.model.to(dev).eval()
     # every image unless num_images says fewer (a study's default limit does not apply here)
     images = ImageSelection(dataset=dataset, data_dir=data_dir, split=split, num_images=num_images,
-                            default_limit=sys.maxsize)
+                            default_limit=None)
     ds = images.dataset_for(spec.input.channels)
     if len(ds.classes) != spec.num_classes:
         raise AttnlabError(f"{ckpt} has {spec.num_classes} outputs but {ds.name}/{split} has {len(ds.classes)} "
