@@ -55,6 +55,17 @@ class LayerGeometry:
         """``[windows, Nk]``: keys that are image tokens (not padding)."""
         return ~torch.isnan(self.key_pos).any(-1)
 
+    def distance_terms(self, device: Optional[torch.device] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(distances [windows, Nq, Nk] with 0 where a position is missing, keys with a position
+        [windows, Nk], queries with a position [windows, Nq])`` on ``device``: computed once per
+        geometry and device (a study measures every batch on the same geometry)."""
+        key = str(device)
+        cache = self.__dict__.setdefault("_terms", {})  # not a field: equality and hashing ignore it
+        if key not in cache:
+            terms = (torch.nan_to_num(self.distances()), self.key_present(), ~torch.isnan(self.query_pos).any(-1))
+            cache[key] = tuple(t.to(device) for t in terms) if device is not None else terms
+        return cache[key]
+
 
 def grid_positions(grid: Pair, pixels_per_token: Tuple[float, float]) -> torch.Tensor:
     """``[gh * gw, 2]`` centres of a row-major token grid, each token ``pixels_per_token`` in size."""
@@ -139,13 +150,23 @@ def mvit_attention(module, feat: Pair, image: Pair, n_q: int, n_k: int, stage: i
     return pooled_attention(feat, stride(n_q), stride(n_k), ppt, prefix, stage)
 
 
-def stage_of(path: str) -> int:
-    """The stage index in a module path (``layers.2.blocks.0.attn``, ``stages.1...``), else 0."""
+def stage_path(path: str) -> Optional[str]:
+    """The stage container a module path lies in (``layers.2`` of ``layers.2.blocks.0.attn``), else None.
+
+    A ``layers.i`` / ``stages.i`` counts as a stage only when it holds indexed blocks of its own
+    (Swin's ``layers.i.blocks.j``, MViTv2's ``stages.i.blocks.j``): Hugging Face's
+    ``encoder.layers.i`` are the blocks of one stage, not stages."""
     parts = path.split(".")
-    for name, index in zip(parts, parts[1:]):
-        if name in ("layers", "stages") and index.isdigit():
-            return int(index)
-    return 0
+    for k, (name, index) in enumerate(zip(parts, parts[1:])):
+        if name in ("layers", "stages") and index.isdigit() and any(p.isdigit() for p in parts[k + 2:]):
+            return ".".join(parts[:k + 2])
+    return None
+
+
+def stage_of(path: str) -> int:
+    """The stage index in a module path (``layers.2.blocks.0.attn``, ``stages.1...``), else 0 (:func:`stage_path`)."""
+    stage = stage_path(path)
+    return int(stage.rsplit(".", 1)[1]) if stage is not None else 0
 
 
 def stage_strides(sizes: Sequence[Pair], image: Pair) -> Sequence[Tuple[float, float]]:

@@ -55,6 +55,9 @@ SCHEMA: Tuple[Column, ...] = (
                      "unless a command says it bootstraps)", default=math.nan),
     Column("ci_high", "upper end of that interval", default=math.nan),
     Column("n_images", "number of images behind the value", required=True),
+    Column("stage", "model stage the layer belongs to (0-based: Swin's layers.i, MViTv2's stages.i; distances in "
+                    "pixels grow with the stage's stride); 0 for every layer of a single-stage model and for "
+                    "whole-model metrics", default=0),
 )
 
 #: Column names, in the order of every table.
@@ -66,7 +69,7 @@ DEFAULTS: Dict[str, Any] = {c.name: c.default for c in SCHEMA if not c.required}
 #: The standard normal's 97.5% quantile: a 95% interval is value +- Z95 * std / sqrt(n).
 Z95 = 1.959963984540054
 
-_INTEGER_COLUMNS = {"layer": "int64", "head": "int64", "n_images": "int64"}
+_INTEGER_COLUMNS = {"layer": "int64", "head": "int64", "n_images": "int64", "stage": "int64"}
 
 
 def columns_except(*names: str) -> Tuple[str, ...]:

@@ -3,10 +3,12 @@
     uv run python benchmarks/bench_explore.py [--images 8] [--model vit_tiny_patch16_224] [--clock wall]
 
 The explorer runs each model once with attention captured (``run_with_cache``, every block)
-and once more for GradCAM (forward and backward). Baseline = exactly those passes on the
-same 8 images at 224 px (random weights, ``attnlab.create_model``); measured = ``explore``
-plus ``save`` (image decoding, capture, GradCAM, metrics, quantisation, PNG and base64
-encoding, the HTML, the write). Target: measured / baseline <= 2x. The ratio against the
+and once more for GradCAM (forward and backward; models without a patch-grid target layer,
+such as Swin and MViTv2, have no GradCAM and the baseline is the capture alone). Baseline =
+exactly those passes on the same 8 images at 224 px (random weights,
+``attnlab.create_model``); measured = ``explore`` plus ``save`` (image decoding, the shape
+probe, capture, GradCAM, metrics, quantisation, PNG and base64 encoding, the HTML, the
+write). Target: measured / baseline <= 2x. The ratio against the
 capture passes alone is printed too. With Chromium installed (``tests/browser.py``) the time
 one hover takes to redraw the page is measured as well (a frame is 16.7 ms).
 
@@ -27,10 +29,11 @@ from timing import add_clock_options, best_of, setup_clock
 import attnlab  # noqa: F401  (registers the families)
 from attnlab.capture import run_with_cache
 from attnlab.data.transforms import normalize
+from attnlab.errors import AttnlabError
 from attnlab.explore import explore
 from attnlab.models import create_model
 from attnlab.spec import InputSpec
-from attnlab.studies.attribution import compute_cam
+from attnlab.studies.attribution import auto_layer, compute_cam
 from attnlab.studies.inputs import ImageSelection
 
 SPEC = InputSpec(size=(224, 224), channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
@@ -93,9 +96,15 @@ def main() -> None:
                 logits, _ = run_with_cache(net, x, "*.attn.pattern")
             return logits
 
+        try:
+            cam_layer = auto_layer(net)
+        except AttnlabError:  # no GradCAM on the page either
+            cam_layer = None
+
         def passes():
             logits = capture()
-            compute_cam(net, x, "gradcam", logits.argmax(-1).tolist(), batch_size=8)
+            if cam_layer is not None:
+                compute_cam(net, x, "gradcam", logits.argmax(-1).tolist(), layer=cam_layer, batch_size=8)
 
         out = Path(tmp) / "out"
         written = []
@@ -111,7 +120,7 @@ def main() -> None:
         size = written[0].stat().st_size
         print(f"{args.model}, {args.images} images at 224 px, page {size / 1e6:.1f} MB")
         print(f"capture passes (run_with_cache, every block): {t_capture:.3f} s")
-        print(f"model passes explore needs (capture + GradCAM): {t_passes:.3f} s")
+        print(f"model passes explore needs (capture{' + GradCAM' if cam_layer else ''}): {t_passes:.3f} s")
         print(f"explore + save (the whole page):               {t_page:.3f} s")
         print(f"ratio page / model passes: {t_page / t_passes:.2f}x (target <= 2x); "
               f"page / capture alone: {t_page / t_capture:.2f}x")

@@ -99,10 +99,10 @@ def test_stored_rows_are_the_captured_attention(built):
             for k, block in enumerate(plan.layers):
                 a = cache[plan.points[kind][block]].double()
                 a = torch.cat([a, a.mean(1, keepdim=True)], 1)                   # heads, then their mean
-                rows = view.rows[kind]
-                back = dequantise_rows(rows.q[:, k], rows.scale[:, k])
-                assert np.abs(back - a[..., 1:].numpy()).max() <= rows.scale[:, k].max() / 2 + 1e-6
-                np.testing.assert_allclose(rows.prefix[:, k], a[..., :1].numpy(), rtol=1e-5, atol=1e-7)
+                rows = view.rows[kind][k]
+                back = dequantise_rows(rows.q, rows.scale)
+                assert np.abs(back - a[..., 1:].numpy()).max() <= rows.scale.max() / 2 + 1e-6
+                np.testing.assert_allclose(rows.prefix, a[..., :1].numpy(), rtol=1e-5, atol=1e-7)
     assert result.views[1].plan.sources == ["applied", "own"] and result.views[0].plan.sources == ["applied"]
 
 
@@ -116,14 +116,16 @@ def test_metrics_are_attnlabs_metrics(built):
             mad = mean_attention_distance_per_image(a, layout=lay).numpy()       # [n, H]
             ent = attention_entropy_per_image(a).numpy()
             t = view.metrics["applied"]
-            np.testing.assert_allclose(t.image_mad[:, block, :-1], mad, rtol=1e-5)
-            np.testing.assert_allclose(t.image_mad[:, block, -1], mad.mean(1), rtol=1e-5)
-            np.testing.assert_allclose(t.image_entropy[:, block, :-1], ent, rtol=1e-5)
-            np.testing.assert_allclose(t.query_entropy[:, block, :-1].mean(-1), ent, rtol=1e-5)
-            assert np.isnan(t.query_mad[:, block, :, 0]).all()                   # the class token has no position
+            np.testing.assert_allclose(t.image_mad[block][:, :-1], mad, rtol=1e-5)
+            np.testing.assert_allclose(t.image_mad[block][:, -1], mad.mean(1), rtol=1e-5)
+            np.testing.assert_allclose(t.image_entropy[block][:, :-1], ent, rtol=1e-5)
+            np.testing.assert_allclose(t.query_entropy[block][:, :-1].mean(-1), ent, rtol=1e-5)
+            assert np.isnan(t.query_mad[block][:, :, 0]).all()                   # the class token has no position
         uniform = torch.full((1, 1, lay.num_tokens, lay.num_tokens), 1 / lay.num_tokens, dtype=torch.float64)
-        assert view.uniform_image_mad == pytest.approx(float(mean_attention_distance_per_image(uniform, layout=lay)))
-        assert view.uniform_entropy == pytest.approx(math.log(lay.num_tokens))
+        for layer in view.plan.blocks:
+            query_mad, query_entropy = layer.uniform()
+            assert np.nanmean(query_mad) == pytest.approx(float(mean_attention_distance_per_image(uniform, layout=lay)))
+            np.testing.assert_allclose(query_entropy, math.log(lay.num_tokens), rtol=1e-6)
 
 
 def test_rollout_and_gradcam_are_the_attribution_maps(built):
@@ -139,7 +141,7 @@ def test_frame_is_tidy_per_image_means(built):
     f = result.frame
     assert tuple(f.columns) == COLUMNS and set(f["metric"]) == {"mad_px", "entropy"}
     row = f[(f.model == "ViT") & (f.metric == "mad_px") & (f.layer == 3) & (f["head"] == -1)]
-    assert row["value"].iloc[0] == pytest.approx(result.views[0].metrics["applied"].image_mad[:, 3, -1].mean())
+    assert row["value"].iloc[0] == pytest.approx(result.views[0].metrics["applied"].image_mad[3][:, -1].mean())
     assert set(f[f.model == EVIL]["attention"]) == {"applied", "own"}
 
 
@@ -226,7 +228,7 @@ def test_pooled_model_without_class_token(images):
     result = explore([pair(net)], images=[str(images)], num_images=1, device="cpu")
     view = result.views[0]
     assert view.plan.layout.num_prefix_tokens == 0 and view.plan.prefix_names == []
-    assert view.rows["applied"].prefix.shape[-1] == 0 and '"rollout_of":"patch tokens (mean)"' in result.page
+    assert view.rows["applied"][0].prefix.shape[-1] == 0 and '"rollout_of":"patch tokens (mean)"' in result.page
 
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -123,3 +123,28 @@ def test_bad_budget_and_output(files, tmp_path):
                    "--max-mb")
     (tmp_path / "file").write_text("x")
     one_error_line(invoke("--ckpt", files["vit"], "--images", files["imgs"], "--out", tmp_path / "file"), "is a file")
+
+
+def test_windowed_and_pooled_checkpoints_side_by_side(files, tmp_path):
+    from test_explore_families import family
+
+    ckpts = []
+    for name in ("swin", "mvitv2"):
+        net, spec = family(name)
+        path = files["dir"] / f"{name}.pt"
+        ckpts += ["--ckpt", save_checkpoint(net, path, input_spec=spec.input, classes=spec.classes)]
+    out = tmp_path / "out"
+    result = invoke(*ckpts, "--images", files["imgs"], "--layers", "0,-1", "--out", out)
+    assert result.exit_code == 0, result.output
+    page = (out / "explore.html").read_text()
+    assert '"geometry":"window"' in page and '"geometry":"pooled"' in page and "no attention rollout" in page
+
+
+def test_a_model_built_for_another_size(files, tmp_path):
+    from test_explore_families import family, spec_of
+
+    net, spec = family("swin")                                             # built for 56 px
+    ckpt = save_checkpoint(net, files["dir"] / "swin64.pt", input_spec=spec_of(64), classes=spec.classes)
+    result = invoke("--ckpt", ckpt, "--images", files["imgs"], "--out", tmp_path / "out")
+    one_error_line(result, "failed on 64x64 images", "it takes 56x56")
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import attnlab
+from attnlab.adapters import find_attention
 from attnlab.cli import app
+from attnlab.geometry import stage_of
 
 runner = CliRunner()
 FAMILIES = {
@@ -50,6 +52,11 @@ def test_globality_and_entropy_on_every_family(tmp_path, images, family):
         assert rows["layer"].nunique() == expected and np.isfinite(rows["value"]).all(), (family, command)
         if metric == "entropy_norm":
             assert ((rows["value"] > 0) & (rows["value"] <= 1 + 1e-9)).all()
+        # the CSV says which stage each layer belongs to: Swin's layers.i, MViTv2's stages.i; 0 for one stage
+        model, _ = attnlab.load_model(str(ckpt))
+        stages = {i: stage_of(f.path) for i, f in enumerate(find_attention(model))}
+        assert dict(zip(df["layer"], df["stage"])) == {k: v for k, v in stages.items() if k in set(df["layer"])}
+        assert (df["stage"].nunique() > 1) == (family in ("swin", "mvitv2")), family
 
 
 def test_a_plain_state_dict_with_model(tmp_path, images):
@@ -72,6 +79,7 @@ def test_a_hugging_face_folder(tmp_path, images):
     assert r.exit_code == 0, r.output
     df = pd.read_csv(tmp_path / "out" / "globality.csv")
     assert df["layer"].nunique() == 2 and set(df["model"]) == {"vit"}
+    assert (df["stage"] == 0).all()  # hf.vit.layers.i are the blocks of one stage
 
 
 def test_a_model_built_for_another_size_says_what_it_takes(tmp_path, images):

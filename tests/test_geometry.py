@@ -105,3 +105,51 @@ def test_geometric_stats_stream_over_batches_like_one_pass():
     row = next(r for r in a if r["metric"] == "mad_px" and r["head"] == 0)
     assert row["value"] == pytest.approx(float(mad[:, 0].mean())) and row["n_images"] == 3
     assert torch.allclose(mad.mean(0), mean_distance(attn, g))
+
+
+def test_stage_of_a_module_path():
+    from attnlab.geometry import stage_of, stage_path
+
+    assert (stage_of("layers.2.blocks.0.attn"), stage_path("layers.2.blocks.0.attn")) == (2, "layers.2")
+    assert (stage_of("stages.1.blocks.3.attn"), stage_path("stages.1.blocks.3.attn")) == (1, "stages.1")
+    # one stage: ViT blocks, CaiT's class attention, Hugging Face's encoder layers (blocks, not stages)
+    for path in ("blocks.7.attn", "blocks_token_only.1.attn", "hf.vit.layers.5.attention",
+                 "hf.encoder.layers.3.self_attn", "hf.encoder.layer.2.attention"):
+        assert (stage_of(path), stage_path(path)) == (0, None), path
+
+
+def test_the_stages_of_a_swin_and_an_mvitv2():
+    from attnlab.adapters import find_attention
+    from attnlab.geometry import stage_of
+
+    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=56, depths=(2, 2),
+                             num_heads=(2, 4), embed_dim=16, num_classes=3)
+    assert [stage_of(f.path) for f in find_attention(swin)] == [0, 0, 1, 1]
+    mvit = timm.create_model("mvitv2_tiny", pretrained=False, img_size=64, num_classes=3)
+    assert [stage_of(f.path) for f in find_attention(mvit)] == [0, 1, 1, 2, 2, 2, 2, 2, 3, 3]
+
+
+def test_distance_terms_are_computed_once_and_leave_equality_alone():
+    g = swin_windows((5, 5), (4, 4), (0, 0), (2.0, 2.0))
+    d, keys, queries = g.distance_terms()
+    assert g.distance_terms() is g.distance_terms() and d is g.distance_terms()[0]
+    assert not torch.isnan(d).any() and keys.sum() == 25 and torch.equal(keys, queries)
+    both = queries[:, :, None] & keys[:, None, :]                     # [W, Nq, Nk]: query and key have a position
+    assert torch.equal(d[both], g.distances()[~torch.isnan(g.distances())]) and (d[~both] == 0).all()
+    twin = swin_windows((5, 5), (4, 4), (0, 0), (2.0, 2.0))
+    assert "_terms" not in twin.__dict__ and torch.equal(twin.query_pos.nan_to_num(-1), g.query_pos.nan_to_num(-1))
+
+
+def test_padded_windows_renormalise_over_the_keys_with_a_position():
+    from attnlab.metrics.geometric import per_image
+
+    g = swin_windows((5, 5), (4, 4), (0, 0), (1.0, 1.0))   # 4 windows, 39 padding tokens
+    torch.manual_seed(0)
+    attn = torch.randn(2 * 4, 2, 16, 16).softmax(-1).double()
+    d, keys, queries = g.distance_terms()
+    a = attn.reshape(2, 4, 2, 16, 16)
+    per_query = (a * d[None, :, None]).sum(-1) / (a * keys[None, :, None, None]).sum(-1)   # [B, W, H, Nq]
+    q = queries[None, :, None].expand_as(per_query)
+    expected = torch.stack([per_query[b].permute(1, 0, 2)[q[b].permute(1, 0, 2)].reshape(2, -1).mean(-1)
+                            for b in range(2)])
+    torch.testing.assert_close(per_image(attn, g)[0], expected)

@@ -13,7 +13,7 @@ from attnlab.tables import COLUMNS, DEFAULTS, SCHEMA, Z95, columns_except, tidy,
 
 # The CSV schema every command writes: changing it breaks every reader of old results.
 EXPECTED_COLUMNS = ("model", "checkpoint", "arch", "attention", "transform", "magnitude", "magnitude_y", "layer",
-                    "head", "metric", "radius", "value", "std", "ci_low", "ci_high", "n_images")
+                    "head", "metric", "radius", "value", "std", "ci_low", "ci_high", "n_images", "stage")
 
 
 def row(**kw):
@@ -59,7 +59,7 @@ def test_defaults_filled_for_missing_columns():
     df = tidy([row()])
     r = df.iloc[0]
     assert r["arch"] == "" and r["attention"] == "-" and r["transform"] == "none"
-    assert r["layer"] == -1 and r["head"] == -1
+    assert r["layer"] == -1 and r["head"] == -1 and r["stage"] == 0
     for c in ("magnitude", "magnitude_y", "radius", "std", "ci_low", "ci_high"):  # no std: no interval either
         assert math.isnan(r[c]), c
 
@@ -118,9 +118,16 @@ def test_integer_columns_and_column_order():
                                                                       "layer", "model", "head"]]
     df = tidy(shuffled)
     assert tuple(df.columns) == COLUMNS
-    for c in ("layer", "head", "n_images"):
+    for c in ("layer", "head", "n_images", "stage"):
         assert df[c].dtype == "int64", c
     assert df["value"].dtype == "float64"
+
+
+def test_the_stage_column_is_last_an_integer_and_zero_by_default():
+    assert COLUMNS[-1] == "stage" and DEFAULTS["stage"] == 0
+    assert "stage" in SCHEMA[-1].meaning and "stride" in SCHEMA[-1].meaning
+    df = tidy(pd.concat([pd.DataFrame([row(layer=3, stage=2)]), pd.DataFrame([row()])], ignore_index=True))
+    assert df["stage"].tolist() == [2, 0] and df["stage"].dtype == "int64"
 
 
 def test_tidy_does_not_modify_its_input():

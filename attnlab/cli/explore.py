@@ -20,7 +20,7 @@ def explore(
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where the dataset lives (its official layout).")] = None,
     split: Annotated[str, typer.Option(help="Dataset split.")] = "test",
     num_images: Annotated[Optional[int], typer.Option("--num-images", help="Images on the page (default: up to 8).")] = None,
-    layers: Annotated[Optional[List[str]], typer.Option("--layers", help="Blocks whose per-head attention the page stores, e.g. 0,5,11 or all (default: first, middle, last; -1 is the last).")] = None,
+    layers: Annotated[Optional[List[str]], typer.Option("--layers", help="Attention layers (forward order) whose per-head attention the page stores, e.g. 0,5,11 or all (default: first, middle, last; -1 is the last).")] = None,
     max_mb: Annotated[float, typer.Option("--max-mb", help="Refuse a page estimated larger than this many MB.")] = 25.0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -30,7 +30,8 @@ def explore(
     official_config: OfficialConfigOption = None,
 ) -> None:
     """Point at a patch and see where it looks: every model side by side on the same images, block by block
-    and head by head, with rollout and GradCAM. Writes explore.html (one self-contained file, opens offline)."""
+    and head by head, with rollout and GradCAM; Swin windows and MViTv2 pooled grids in image coordinates.
+    Writes explore.html (one self-contained file, opens offline)."""
     from ..errors import AttnlabError
     from ..explore import explore as run_explore
     from ..paths import check_output_dir

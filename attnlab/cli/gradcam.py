@@ -35,7 +35,7 @@ def gradcam(
     num_images: Annotated[Optional[int], typer.Option("--num-images", help="Images to explain (default: up to 8).")] = None,
     method: Annotated[Optional[List[str]], typer.Option("--method", help=METHOD_HELP)] = None,
     target: Annotated[str, typer.Option("--target", help="Class to explain: predicted, true (dataset labels), or a class name or index.")] = "predicted",
-    layer: Annotated[str, typer.Option("--layer", help="Target layer: auto (blocks[-1].norm1 for class-token models, the last block for pooled ones) or a module path such as blocks.4.norm1.")] = "auto",
+    layer: Annotated[str, typer.Option("--layer", help="Target layer: auto (the last block's norm1 for class-token models, the last block for pooled ones, the last patch block for CaiT, the last stage for Swin / MViTv2) or a module path such as blocks.4.norm1.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass (and ScoreCAM / AblationCAM batch).")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     metrics: Annotated[bool, typer.Option("--metrics/--no-metrics", help="Compute the faithfulness metrics (the slow part on large images).")] = True,

@@ -1,24 +1,32 @@
 """Run each model once over the images and gather what the page shows, as compact arrays.
 
-One ``run_with_cache`` pass per batch captures every block's applied attention (and, for
-ReViT, its own softmax(S_l)). From it come:
+One ``run_with_cache`` pass per batch captures every layer's attention (and, for ReViT,
+its own softmax(S_l)); each map ``[B * windows, heads, Nq, Nk]`` is read as
+``[B, windows, heads, Nq, Nk]`` with the positions its layer's geometry gives
+(``layers.py``). From it come:
 
-- the rows of the stored blocks (``plan.layers``), per head and the mean over heads,
-  quantised (``quantise.py``: uint8 with a per-row scale);
-- per block, head and query the mean attention distance (pixels, patch queries; NaN for
-  prefix queries, which have no position) and the entropy (nats, all ``N`` keys), with
-  the metrics' kernels; the per-image values are their means over queries, the same
-  numbers ``mean_attention_distance_per_image`` and ``attention_entropy_per_image``
-  give. Head index ``H`` (one past the last head) holds the mean over heads of the
-  per-head values, as attnlab's tables do;
+- the rows of the stored layers (``plan.layers``), per head and the mean over heads, one
+  row per query of every window (row ``w * Nq + i``), quantised (``quantise.py``: uint8
+  over the keys with a position, a per-row scale, prefix keys as float32);
+- per layer, head and query the mean attention distance (pixels)
+
+      mad_i = sum_j A_ij d_ij / sum_j A_ij      over the keys j with a position
+
+  (NaN for a query without one: prefix tokens, class attention) and the entropy
+  ``H_i = -sum_j A_ij log A_ij`` (nats, all keys); the per-image values are their means
+  over queries (with a position, for the distance), the numbers
+  ``mean_attention_distance_per_image`` / ``attention_entropy_per_image`` (one grid) and
+  ``attnlab.metrics.geometric.per_image`` (windows, pooled grids) give. Head index ``H``
+  (one past the last head) holds the mean over heads of the per-head values, as attnlab's
+  tables do;
 - attention rollout from the same captured maps (``attention_rollout``'s map, without a
-  second pass) and GradCAM of the predicted class (``compute_cam``, target layer auto).
+  second pass) and GradCAM of the predicted class (``compute_cam``), where the model has
+  them (``plan.missing`` says why not).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -26,30 +34,30 @@ import torch
 from ..capture import run_with_cache
 from ..data.transforms import normalize
 from ..errors import AttnlabError
-from ..metrics.kernels import patch_block, patch_distances, renorm_rows, row_entropy, weighted_distance
-from ..studies.attribution import auto_layer, compute_cam, rollout
+from ..studies.attribution import compute_cam, rollout
 from ..studies.attribution.rollout import query_map
-from .plan import ModelPlan
+from .layers import AttentionLayer
+from .plan import APPLIED, ModelPlan
 from .quantise import quantise_rows
 
 
 @dataclass
 class Rows:
-    """Quantised rows of the stored blocks: ``q [n, K, H+1, N, G]``, ``scale`` and ``prefix`` keys."""
+    """Quantised rows of one stored layer: ``q [n, H+1, R, K - P]``, ``scale [n, H+1, R]``, ``prefix`` keys."""
 
     q: np.ndarray
-    scale: np.ndarray     # [n, K, H+1, N] float32
-    prefix: np.ndarray    # [n, K, H+1, N, P] float32
+    scale: np.ndarray     # float32
+    prefix: np.ndarray    # [n, H+1, R, P] float32
 
 
 @dataclass
 class Metrics:
-    """Per-block metrics of one attention kind: per query ``[n, L, H+1, N]`` and per image ``[n, L, H+1]``."""
+    """Per-layer metrics of one attention kind, lists over layers: per query ``[n, H+1, R]``, per image ``[n, H+1]``."""
 
-    query_mad: np.ndarray
-    query_entropy: np.ndarray
-    image_mad: np.ndarray
-    image_entropy: np.ndarray
+    query_mad: List[np.ndarray]
+    query_entropy: List[np.ndarray]
+    image_mad: List[np.ndarray]
+    image_entropy: List[np.ndarray]
 
 
 @dataclass
@@ -59,45 +67,64 @@ class ModelView:
     plan: ModelPlan
     classes: List[str]
     probabilities: np.ndarray                 # [n, classes]
-    rows: Dict[str, Rows]                     # attention kind -> rows
+    rows: Dict[str, List[Rows]]               # attention kind -> rows of each stored layer
     metrics: Dict[str, Metrics]               # attention kind -> metrics
-    uniform_query_mad: np.ndarray             # [N]: mean_j d_ij of a uniform row (NaN for prefix queries)
-    uniform_entropy: float                    # log N
-    rollout: np.ndarray                       # [n, gh, gw] raw rollout mass
-    gradcam: np.ndarray                       # [n, h, w] in [0, 1]
-    cam_layer: str
+    rollout: Optional[np.ndarray]             # [n, gh, gw] raw rollout mass (None: plan.missing["rollout"])
+    gradcam: Optional[np.ndarray]             # [n, h, w] in [0, 1] (None: plan.missing["gradcam"])
 
     @property
     def label(self) -> str:
         return self.plan.label
 
     @property
+    def cam_layer(self) -> Optional[str]:
+        return self.plan.cam_layer
+
+    @property
     def predictions(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
 
-    @property
-    def uniform_image_mad(self) -> float:
-        """Mean attention distance of uniform attention over the whole image (mean over patch queries)."""
-        return float(np.nanmean(self.uniform_query_mad))
+
+class _Where:
+    """A layer's distances ``[W, Nq, Nk]`` (0 where a token has no position) and masks, on the device."""
+
+    def __init__(self, layer: AttentionLayer, device: torch.device) -> None:
+        g = layer.where
+        self.d = torch.nan_to_num(g.distances()).to(device)
+        self.keys = g.key_present().to(device=device, dtype=torch.float64)                   # [W, Nk]
+        self.queries = (~torch.isnan(g.query_pos).any(-1)).to(device)                        # [W, Nq]
+        drawn = g.key_present().clone()
+        drawn[:, :layer.prefix_keys] = True                                     # prefix keys: kept as float
+        self.drawn = None if bool(drawn.all()) else drawn.to(device)            # Swin's padding: not drawn
 
 
-def query_metrics(attn: torch.Tensor, plan: ModelPlan) -> tuple:
-    """``(mad [B, H+1, N], entropy [B, H+1, N])`` of ``[B, H, N, N]`` attention, float64."""
-    a = attn.to(torch.float64)
-    lay = plan.layout
-    entropy = row_entropy(a)                                          # H_i = -sum_j A_ij log A_ij
-    block, mass = patch_block(a, lay)
-    dist = patch_distances(lay, a.device, pixels=True, dtype=a.dtype)
-    mad_patch = renorm_rows(weighted_distance(block, dist), mass)     # sum_j A~_ij d_ij per patch query
-    mad = torch.full_like(entropy, math.nan)
-    mad[..., lay.num_prefix_tokens:] = mad_patch
-    # the mean over heads of the per-head values (index H)
-    return (torch.cat([mad, mad.mean(1, keepdim=True)], 1), torch.cat([entropy, entropy.mean(1, keepdim=True)], 1))
+def query_metrics(a: torch.Tensor, where: _Where) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(mad, entropy)`` ``[B, H+1, W * Nq]`` float64 of ``[B, W, H, Nq, Nk]`` attention (module docstring)."""
+    a = a.to(torch.float64)
+    mass = torch.einsum("bwhqk,wk->bwhq", a, where.keys)                     # sum_j A_ij over keys with a position
+    mad = torch.einsum("bwhqk,wqk->bwhq", a, where.d) / mass.clamp_min(1e-300)
+    mad = mad.masked_fill(~where.queries[None, :, None, :], float("nan"))
+    entropy = -torch.special.xlogy(a, a).sum(-1)                             # H_i = -sum_j A_ij log A_ij
+    flat = [t.permute(0, 2, 1, 3).flatten(2) for t in (mad, entropy)]          # row w * Nq + i
+    return tuple(torch.cat([t, t.mean(1, keepdim=True)], 1) for t in flat)  # type: ignore[return-value]
 
 
-def _with_mean(attn: torch.Tensor) -> torch.Tensor:
-    """``[B, H, N, N]`` -> ``[B, H+1, N, N]``: the heads, then their mean row (the map the page shows for 'mean')."""
-    return torch.cat([attn, attn.mean(1, keepdim=True)], 1)
+def layer_rows(a: torch.Tensor, layer: AttentionLayer, where: _Where) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[B, W, H, Nq, Nk]`` -> quantised ``[B, H+1, W * Nq, ...]``: the heads, then their mean row."""
+    if where.drawn is not None:
+        a = a * where.drawn[None, :, None, None, :]
+    rows = a.permute(0, 2, 1, 3, 4).flatten(2, 3)                            # [B, H, W * Nq, Nk]
+    return quantise_rows(torch.cat([rows, rows.mean(1, keepdim=True)], 1), layer.prefix_keys)
+
+
+def _attention(cache, name: str, layer: AttentionLayer, b: int, label: str) -> torch.Tensor:
+    a = cache[name]
+    shape = (b * layer.windows, layer.heads, layer.queries, layer.keys)
+    if tuple(a.shape) != shape:
+        raise AttnlabError(f"{label}: attention of shape {tuple(a.shape)} at {name} does not fit its layer {shape}")
+    if not torch.isfinite(a).all():
+        raise AttnlabError(f"{label}: the model gives non-finite attention (NaN or inf weights?)")
+    return a.reshape(b, layer.windows, *shape[1:])
 
 
 def collect_model(plan: ModelPlan, pixels: torch.Tensor, device: torch.device, batch_size: int = 8) -> ModelView:
@@ -105,10 +132,11 @@ def collect_model(plan: ModelPlan, pixels: torch.Tensor, device: torch.device, b
     m = plan.model
     net = m.model.to(device).eval()
     x = normalize(pixels, m.spec.input)
-    lay, kinds = plan.layout, plan.sources
+    kinds, blocks, stored = plan.sources, plan.blocks, plan.layers
+    where = [_Where(b, device) for b in blocks]
     points = [name for kind in kinds for name in plan.points[kind]]
-    shape = (plan.heads, lay.num_tokens, lay.num_tokens)
-    parts: Dict[str, Dict[str, List]] = {k: {n: [] for n in ("q", "s", "p", "mq", "eq")} for k in kinds}
+    rows: Dict[str, List[List]] = {k: [[] for _ in stored] for k in kinds}
+    mets: Dict[str, List[List]] = {k: [[] for _ in blocks] for k in kinds}
     probs, maps = [], []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
@@ -116,40 +144,41 @@ def collect_model(plan: ModelPlan, pixels: torch.Tensor, device: torch.device, b
             logits, cache = run_with_cache(net, xb, points)
             probs.append(logits.float().softmax(-1).cpu())
             for kind in kinds:
-                stack = [cache[name] for name in plan.points[kind]]
-                if any(tuple(a.shape[1:]) != shape for a in stack):
-                    raise AttnlabError(f"{m.label}: attention of shape {tuple(stack[0].shape)} does not fit its "
-                                       f"layout ({lay.num_prefix_tokens} prefix + {lay.num_patches} patch tokens)")
-                if any(not torch.isfinite(a).all() for a in stack):
-                    raise AttnlabError(f"{m.label}: the model gives non-finite attention (NaN or inf weights?)")
-                qs = [quantise_rows(_with_mean(stack[i]), lay.num_prefix_tokens) for i in plan.layers]
-                for name, k in (("q", 0), ("s", 1), ("p", 2)):
-                    parts[kind][name].append(np.stack([t[k] for t in qs], axis=1))      # [b, K, H+1, ...]
-                per_layer = [query_metrics(a, plan) for a in stack]
-                parts[kind]["mq"].append(torch.stack([t[0] for t in per_layer], 1).cpu())  # [b, L, H+1, N]
-                parts[kind]["eq"].append(torch.stack([t[1] for t in per_layer], 1).cpu())
-                if kind == "applied":
-                    maps.append(query_map(rollout(stack), net, lay).cpu())   # attention_rollout's map
+                stack = [_attention(cache, n, b, len(xb), m.label) for n, b in zip(plan.points[kind], blocks)]
+                for k, layer in enumerate(stored):
+                    rows[kind][k].append(layer_rows(stack[layer], blocks[layer], where[layer]))
+                for layer, a in enumerate(stack):
+                    mets[kind][layer].append([t.cpu() for t in query_metrics(a, where[layer])])
+                if kind == APPLIED and "rollout" not in plan.missing:   # attention_rollout's map
+                    maps.append(query_map(rollout([a[:, 0] for a in stack]), net, plan.layout).cpu())
             del cache
     probabilities = torch.cat(probs).numpy()
     classes = [str(c) for c in m.spec.classes] or [str(i) for i in range(probabilities.shape[1])]
     if len(classes) != probabilities.shape[1]:
         classes = [str(i) for i in range(probabilities.shape[1])]
-    rows, metrics = {}, {}
-    for kind in kinds:
-        pk = parts[kind]
-        rows[kind] = Rows(np.concatenate(pk["q"]), np.concatenate(pk["s"]), np.concatenate(pk["p"]))
-        mq, eq = torch.cat(pk["mq"]), torch.cat(pk["eq"])
-        metrics[kind] = Metrics(query_mad=mq.float().numpy(), query_entropy=eq.float().numpy(),
-                                image_mad=mq[..., lay.num_prefix_tokens:].mean(-1).float().numpy(),
-                                image_entropy=eq.mean(-1).float().numpy())
-    uniform = torch.full((lay.num_tokens,), math.nan, dtype=torch.float64)
-    uniform[lay.num_prefix_tokens:] = patch_distances(lay, torch.device("cpu"), pixels=True).mean(-1)  # mean_j d_ij
-    layer = auto_layer(net)
-    try:
-        cam = compute_cam(net, x, "gradcam", probabilities.argmax(1).tolist(), layer=layer, batch_size=batch_size)
-    except AttnlabError as e:
-        raise AttnlabError(f"{m.label}: {e}") from (e.__cause__ or e)
-    return ModelView(plan=plan, classes=classes, probabilities=probabilities, rows=rows, metrics=metrics,
-                     uniform_query_mad=uniform.numpy(), uniform_entropy=math.log(lay.num_tokens),
-                     rollout=torch.cat(maps).double().numpy(), gradcam=cam, cam_layer=layer)
+    out_rows = {k: [Rows(*(np.concatenate([part[i] for part in parts]) for i in range(3))) for parts in rows[k]]
+                for k in kinds}
+    metrics = {k: _metrics(mets[k]) for k in kinds}
+    cam = None
+    if plan.cam_layer is not None:
+        try:
+            cam = compute_cam(net, x, "gradcam", probabilities.argmax(1).tolist(), layer=plan.cam_layer,
+                              batch_size=batch_size)
+        except AttnlabError as e:
+            raise AttnlabError(f"{m.label}: {e}") from (e.__cause__ or e)
+    return ModelView(plan=plan, classes=classes, probabilities=probabilities, rows=out_rows, metrics=metrics,
+                     rollout=torch.cat(maps).double().numpy() if maps else None, gradcam=cam)
+
+
+def _metrics(per_layer: List[List]) -> Metrics:
+    """Per-query metrics of each layer (batches joined), and their per-image means."""
+    mad = [torch.cat([p[0] for p in parts]) for parts in per_layer]
+    ent = [torch.cat([p[1] for p in parts]) for parts in per_layer]
+    return Metrics(query_mad=[t.float().numpy() for t in mad], query_entropy=[t.float().numpy() for t in ent],
+                   image_mad=[_nanmean(t) for t in mad], image_entropy=[t.mean(-1).float().numpy() for t in ent])
+
+
+def _nanmean(t: torch.Tensor) -> np.ndarray:
+    """Mean over the queries with a position (NaN for a layer with none: class attention)."""
+    ok = ~torch.isnan(t)
+    return (torch.nan_to_num(t).sum(-1) / ok.sum(-1)).float().numpy()

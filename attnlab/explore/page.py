@@ -8,15 +8,24 @@ data that the script inserts with ``textContent``; the JSON is embedded with ``<
 and ``&`` written as ``\\u003c`` ... so no ``</script>`` or ``<!--`` in a name can end the
 data block; the one string in markup (the title) goes through ``html.escape``.
 
-**Data layout** (``#attnlab-data``; binary arrays are little-endian, base64, C order):
-per model, for each attention kind (``applied``; ReViT also ``own``)
-``rows.q`` uint8 ``[n, K, H+1, N, G]`` (``K`` stored blocks, head ``H`` = the mean over
-heads, query ``i`` over the patch keys; ``quantise.py``), ``rows.scale`` float32
-``[n, K, H+1, N]``, ``rows.prefix`` float32 ``[n, K, H+1, N, P]``; ``metrics.query_mad`` /
-``query_entropy`` float32 ``[n, L, H+1, N]`` and ``image_mad`` / ``image_entropy`` float32
-``[n, L, H+1]``; ``rollout`` uint8 ``[n, G]`` and ``gradcam`` uint8 ``[n, h, w]`` (each map
-scaled to its maximum). Images are PNG, once per input size. A hover draws the query's
-``G`` bytes straight into the overlay's pixels: alpha = ``q``, colour = inferno(``q``).
+**Data layout** (``#attnlab-data``; binary arrays are little-endian, base64, C order). Per
+model, ``blocks`` (every attention layer in forward order: its path, heads, and which of
+``shapes`` it has) and ``shapes`` (each distinct layer geometry once: ``windows``,
+``queries`` per window, ``keys``, the leading ``prefix_queries`` / ``prefix_keys`` without a
+position, ``query_cells`` int16 ``[W * Nq, 4]`` and ``key_cells`` int16 ``[W, Nk, 4]`` as
+``(y0, x0, h, w)`` pixels (``layers.py``), the uniform reference per query and per image).
+For each attention kind (``applied``; ReViT also ``own``) and stored layer ``k``
+(``layers``): ``rows[k].q`` uint8 ``[n, H+1, R, K - P]`` (``R = W * Nq`` query rows, row
+``w * Nq + i`` is query ``i`` of window ``w``; head ``H`` = the mean over heads; keys with a
+position; ``quantise.py``), ``rows[k].scale`` float32 ``[n, H+1, R]``, ``rows[k].prefix``
+float32 ``[n, H+1, R, P]``; for each layer ``l``: ``metrics[l].query_mad`` / ``query_entropy``
+float32 ``[n, H+1, R]`` and ``image_mad`` / ``image_entropy`` float32 ``[n, H+1]``;
+``rollout`` uint8 ``[n, G]`` (over the keys of layer 0's cells) and ``gradcam`` uint8
+``[n, h, w]`` (each map scaled to its maximum), or null with the reason in ``missing``.
+Images are PNG, once per input size. A hover finds the query row whose cell holds the
+mouse in the selected layer and fills each of its keys' cells with that key's byte:
+alpha = ``q``, colour = inferno(``q``); a Swin query's keys are its window's, at their
+true image positions (wrapped regions of shifted windows at the opposite border).
 """
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ import re
 import secrets
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,8 +46,8 @@ from .collect import ModelView
 from .quantise import quantise_map
 
 COLORMAP = "inferno"
-QUANTISATION = ("uint8 per query row over the patch keys with a per-row float32 scale: "
-                "q = round(255 A / max over patches of A); prefix keys kept as float32")
+QUANTISATION = ("uint8 per query row over the keys with a position, with a per-row float32 scale: "
+                "q = round(255 A / max over those keys of A); prefix keys kept as float32")
 
 
 def b64(array: np.ndarray, dtype: str) -> str:
@@ -66,30 +75,61 @@ def png_base64(image: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _shapes(plan) -> Tuple[List[Dict[str, Any]], List[int]]:
+    """Each distinct layer geometry once (cells, uniform reference), and which one every layer has."""
+    shapes: List[Dict[str, Any]] = []
+    seen: Dict[str, int] = {}
+    index = []
+    for b in plan.blocks:
+        mad, entropy = b.uniform()
+        with np.errstate(invalid="ignore"):
+            image_mad = float(np.nanmean(mad)) if np.isfinite(mad).any() else None
+        shape = {"windows": b.windows, "queries": b.queries, "keys": b.keys, "prefix_queries": b.prefix_queries,
+                 "prefix_keys": b.prefix_keys, "query_cells": b64(b.query_cells(plan.size), "i2"),
+                 "key_cells": b64(b.key_cells(plan.size), "i2"),
+                 "uniform": {"query_mad": b64(mad, "f4"), "query_entropy": b64(entropy, "f4"),
+                             "image_mad": image_mad, "image_entropy": float(entropy.mean())}}
+        key = json.dumps(shape, sort_keys=True)
+        index.append(seen.setdefault(key, len(shapes)))
+        if index[-1] == len(shapes):
+            shapes.append(shape)
+    return shapes, index
+
+
+def _overlay(view: ModelView, name: str) -> Optional[str]:
+    maps = getattr(view, name)
+    return None if maps is None else b64(quantise_map(maps), "u1")
+
+
 def model_payload(view: ModelView, picture: int) -> Dict[str, Any]:
     """One model's part of the page data."""
     plan = view.plan
-    lay, m = plan.layout, plan.model
+    m = plan.model
     probs, pred = view.probabilities, view.predictions
     predictions = [{"class": view.classes[int(c)], "p": float(probs[i, c])} for i, c in enumerate(pred)]
-    rows = {k: {"q": b64(r.q, "u1"), "scale": b64(r.scale, "f4"), "prefix": b64(r.prefix, "f4")}
-            for k, r in view.rows.items()}
-    metrics = {k: {"query_mad": b64(t.query_mad, "f4"), "query_entropy": b64(t.query_entropy, "f4"),
-                   "image_mad": b64(t.image_mad, "f4"), "image_entropy": b64(t.image_entropy, "f4")}
+    rows = {k: [{"q": b64(r.q, "u1"), "scale": b64(r.scale, "f4"), "prefix": b64(r.prefix, "f4")} for r in per_layer]
+            for k, per_layer in view.rows.items()}
+    metrics = {k: [{"query_mad": b64(qm, "f4"), "query_entropy": b64(qe, "f4"), "image_mad": b64(im, "f4"),
+                    "image_entropy": b64(ie, "f4")}
+                   for qm, qe, im, ie in zip(t.query_mad, t.query_entropy, t.image_mad, t.image_entropy)]
                for k, t in view.metrics.items()}
+    shapes, shape_of = _shapes(plan)
+    blocks = [{"name": b.path, "geometry": b.geometry, "heads": b.heads, "shape": s, "about": b.about, "note": b.note}
+              for b, s in zip(plan.blocks, shape_of)]
     queries = rollout_queries(m.model)
     rollout_of = "patch tokens (mean)" if queries is None else \
         " and ".join(plan.prefix_names[i] for i in queries) + " token"
+    lay = plan.layout
+    kinds = sorted({b.geometry for b in plan.blocks})
     return {
         "label": m.label, "arch": m.spec.arch, "checkpoint": m.checkpoint, "family": m.spec.family,
-        "size": list(plan.size), "picture": picture, "prefix": lay.num_prefix_tokens,
-        "prefix_names": plan.prefix_names, "grid": list(lay.grid_size), "patch": list(lay.patch_size),
-        "tokens": lay.num_tokens, "depth": plan.depth, "heads": plan.heads, "layers": plan.layers,
+        "size": list(plan.size), "picture": picture, "prefix_names": plan.prefix_names,
+        "about": (f"{lay.grid_size[0]}x{lay.grid_size[1]} patches of {lay.patch_size[0]}x{lay.patch_size[1]} px"
+                  if lay is not None else " and ".join(kinds) + " attention"),
+        "depth": plan.depth, "heads": plan.heads, "layers": plan.layers, "blocks": blocks, "shapes": shapes,
         "sources": plan.sources, "predictions": predictions, "rows": rows, "metrics": metrics,
-        "uniform": {"query_mad": b64(view.uniform_query_mad, "f4"), "image_mad": view.uniform_image_mad,
-                    "entropy": view.uniform_entropy},
-        "rollout": b64(quantise_map(view.rollout), "u1"), "rollout_of": rollout_of,
-        "gradcam": b64(quantise_map(view.gradcam), "u1"), "cam_layer": view.cam_layer,
+        "rollout": _overlay(view, "rollout"), "rollout_of": rollout_of, "rollout_shape": shape_of[0],
+        "gradcam": _overlay(view, "gradcam"), "cam_layer": plan.cam_layer, "missing": plan.missing,
     }
 
 
@@ -136,9 +176,11 @@ TEMPLATE = """<!doctype html>
 <p class="imageinfo" id="image-info"></p>
 </header>
 <main id="panels"></main>
-<footer>Overlay: the selected query's attention over the patches, brightest patch = full colour (inferno);
-stored as @QUANT@. Mean attention distance: pixels, patch queries, renormalised over patch keys;
-entropy: nats over all tokens; uniform attention dashed. Written by attnlab explore.</footer>
+<footer>Overlay: the selected query's attention over its keys, each key drawn as its cell in the image
+(Swin: the keys of the query's window at their true positions; MViTv2: the tiles of the pooled key grid),
+brightest key = full colour (inferno); stored as @QUANT@. Mean attention distance: pixels, queries with a
+position, renormalised over keys with a position; entropy: nats over all keys; uniform attention dashed.
+Written by attnlab explore.</footer>
 <script type="application/json" id="attnlab-data">@DATA@</script>
 <script nonce="@NONCE@">
 @SCRIPT@</script>

@@ -1,15 +1,16 @@
 """Attention rows as uint8 with a per-row scale: what the page stores and draws without decoding.
 
-For a query row ``A_i`` over ``N = P + G`` keys (``P`` prefix, ``G`` patch keys):
+For a query row ``A_i`` over ``N = P + G`` keys (``P`` prefix keys, without a position;
+``G`` keys with one: patches, a Swin window's tokens, MViTv2's pooled key grid):
 
-    s_i  = max_{k in patches} A_ik / 255                 (float32, one per row)
-    q_ij = round(A_ij / s_i)   for patch keys j          (uint8; 0 where s_i = 0)
+    s_i  = max_{k >= P} A_ik / 255                       (float32, one per row)
+    q_ij = round(A_ij / s_i)   for keys j >= P           (uint8; 0 where s_i = 0)
     A_ij                       for prefix keys j < P     (float32, kept as is)
 
 so ``q_ij * s_i`` is within ``s_i / 2`` of ``A_ij`` (half a step), and ``q`` is directly
-the overlay's intensity: the row's brightest patch is 255. The scale is taken over patch
-keys only: a class token that draws most of the mass would otherwise squash every patch
-to 0. Maps (rollout, GradCAM) are stored the same way, scaled to their maximum.
+the overlay's intensity: the row's brightest key in the image is 255. The scale is taken
+over those keys only: a class token that draws most of the mass would otherwise squash
+every patch to 0. Maps (rollout, GradCAM) are stored the same way, scaled to their maximum.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch
 
 
 def quantise_rows(attn: torch.Tensor, num_prefix: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``[..., N]`` rows -> ``(q [..., G] uint8, scale [...] float32, prefix keys [..., P] float32)``."""
+    """``[..., N]`` rows -> ``(q [..., N - P] uint8, scale [...] float32, prefix keys [..., P] float32)``."""
     patch = attn[..., num_prefix:].to(torch.float32)
     top = patch.amax(dim=-1, keepdim=True)                      # max_k A_ik over patch keys
     scaled = torch.where(top > 0, patch * (255.0 / top.clamp_min(torch.finfo(torch.float32).tiny)),
@@ -32,7 +33,7 @@ def quantise_rows(attn: torch.Tensor, num_prefix: int) -> Tuple[np.ndarray, np.n
 
 
 def dequantise_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``q_ij * s_i``: the patch part of the rows back as float32 (within half a step)."""
+    """``q_ij * s_i``: the keys with a position back as float32 (within half a step)."""
     return q.astype(np.float32) * scale[..., None]
 
 

@@ -1,7 +1,7 @@
 """What ``explore`` returns: the page, the arrays behind it, and a tidy table of the per-image metrics.
 
 **Frame** (the ``attnlab.tables`` schema): metric ``mad_px`` and ``entropy`` (nats, all
-queries) per model, attention kind, block and head (``head`` -1: the mean over heads),
+queries) per model, attention kind, layer (and its ``stage``) and head (``head`` -1: the mean over heads),
 ``value`` the mean over the images, ``std`` over images, ``n_images``. ``save(out)``
 writes ``explore.html`` only, all or nothing.
 """
@@ -48,19 +48,24 @@ class ExploreResult(StudyResult):
 
 
 def metrics_frame(views: Sequence[ModelView]) -> pd.DataFrame:
-    """Per-image metrics of every model, kind, block and head as tidy rows (mean and std over images)."""
+    """Per-image metrics of every model, kind, layer and head as tidy rows (mean and std over images);
+    a metric undefined for a layer (distance under class attention) gives no row rather than NaN."""
     rows = []
     for view in views:
         m = view.plan.model
         for kind, t in view.metrics.items():
-            for metric, values in (("mad_px", t.image_mad), ("entropy", t.image_entropy)):
-                n, depth, heads1 = values.shape
-                mean = values.astype(np.float64).mean(0)
-                std = values.astype(np.float64).std(0, ddof=1) if n > 1 else np.full((depth, heads1), np.nan)
-                for layer in range(depth):
+            for metric, per_layer in (("mad_px", t.image_mad), ("entropy", t.image_entropy)):
+                for layer, values in enumerate(per_layer):
+                    stage = view.plan.blocks[layer].where.stage           # Swin's layers.i, MViTv2's stages.i
+                    n, heads1 = values.shape
+                    v = values.astype(np.float64)
+                    mean = v.mean(0)
+                    std = v.std(0, ddof=1) if n > 1 else np.full(heads1, np.nan)
                     for h in range(heads1):
+                        if not np.isfinite(mean[h]):
+                            continue
                         rows.append({"model": m.label, "checkpoint": m.checkpoint, "arch": m.spec.arch,
                                      "attention": kind, "layer": layer, "head": -1 if h == heads1 - 1 else h,
-                                     "metric": metric, "value": float(mean[layer, h]), "std": float(std[layer, h]),
-                                     "n_images": n})
+                                     "metric": metric, "value": float(mean[h]), "std": float(std[h]), "n_images": n,
+                                     "stage": stage})
     return tidy(rows)

@@ -1,9 +1,9 @@
 """``explore``: check everything, estimate the page's size, then run the models and write the page.
 
-Order matters for bad input: options, models (capture must support each), images (loose
-files must all be readable) and the size budget are all checked before the first
-forward pass, so a run that cannot succeed fails in one line, quickly, with nothing
-written.
+Order matters for bad input: options, models (capture must support each, and each runs
+at its input size: one probe with a blank image reads its layers' shapes), images (loose
+files must all be readable) and the size budget are all checked before the first selected
+image runs, so a run that cannot succeed fails in one line, quickly, with nothing written.
 """
 from __future__ import annotations
 
@@ -63,8 +63,9 @@ def explore(
     """The interactive explorer of every model on the same images, as one self-contained HTML page.
 
     ``models`` are checkpoint paths, timm names (with ``pretrained``), ``(model, spec)``
-    pairs or bare modules (``attnlab.studies.inputs.load_models``); ``layers`` are the
-    blocks whose per-head attention the page stores (default: first, middle, last).
+    pairs or bare modules (``attnlab.studies.inputs.load_models``), of any family capture
+    supports; ``layers`` are the attention layers (forward order) whose per-head attention
+    the page stores (default: first, middle, last).
     Refuses, before running any model, a page estimated over ``max_bytes``.
     """
     budget = resolve_max_bytes(max_bytes)

@@ -71,16 +71,18 @@ def per_image(attn: torch.Tensor, geometry: LayerGeometry, scores: Optional[torc
     nw = geometry.windows
     b = a.shape[0] // nw
     heads = a.shape[1]
-    d = torch.nan_to_num(geometry.distances()).to(a.device)                    # [W, Nq, Nk]
-    keys = geometry.key_present().to(a.device)                                 # [W, Nk]
-    queries = ~torch.isnan(geometry.query_pos).any(-1).to(a.device)            # [W, Nq]
+    d, keys, queries = geometry.distance_terms(a.device)                       # [W, Nq, Nk], [W, Nk], [W, Nq]
     aw = a.reshape(b, nw, heads, *a.shape[2:])
-    mass = (aw * keys[None, :, None, None, :]).sum(-1).clamp_min(1e-300)
-    dist = (aw * d[None, :, None]).sum(-1) / mass                              # [B, W, H, Nq]
-    q = queries[None, :, None, :].double()
-    n_q = q.sum(dim=(1, 3))
-    mad = (dist * q).sum(dim=(1, 3)) / n_q if bool(queries.any()) else torch.full((b, heads), math.nan,
-                                                                                  dtype=torch.float64)
+    dist = (aw * d[None, :, None]).sum(-1)                                     # sum_j A_ij d_ij  [B, W, H, Nq]
+    if not bool(keys.all()):                                                   # renormalise over keys with a position
+        dist = dist / (aw * keys[None, :, None, None, :]).sum(-1).clamp_min(1e-300)
+    if not bool(queries.any()):                                                # class attention: no distance
+        mad = torch.full((b, heads), math.nan, dtype=torch.float64)
+    elif bool(queries.all()):
+        mad = dist.mean(dim=(1, 3))
+    else:                                                                      # mean over queries with a position
+        q = queries[None, :, None, :].double()
+        mad = (dist * q).sum(dim=(1, 3)) / q.sum(dim=(1, 3))
     h = -torch.special.xlogy(aw, aw).sum(-1)                                   # [B, W, H, Nq]
     if scores is not None:
         reach = reachable_keys(scores, attn).double().reshape(b, nw, heads, -1)

@@ -1,11 +1,14 @@
 """Figures of attention metrics: globality (ReViT's claim) and entropy (CB's claim).
 
 Every function takes a tidy frame (``attnlab.tables`` schema) and returns a matplotlib
-figure; layers are shown 1-based, as in the papers.
+figure; layers are shown 1-based, as in the papers, and for multi-stage models (Swin,
+MViTv2) with their stage, 1-based too: ``layer (stage)``. A distance in pixels grows with
+the stage's stride (a token of a later stage covers more of the image), which the distance
+axes of such models say.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,9 +32,33 @@ def _line(attention: str) -> dict:
     return {"linestyle": "-" if attention == "applied" else "--"}
 
 
-def _layers(ax: plt.Axes, layers: np.ndarray) -> None:
+def layer_stages(df: pd.DataFrame) -> Dict[int, int]:
+    """Layer -> stage where the frame's layers lie in more than one stage (one stage each); else empty."""
+    if "stage" not in df.columns:
+        return {}
+    pairs = df[df["layer"] >= 0][["layer", "stage"]].drop_duplicates()
+    if pairs["stage"].nunique() < 2 or pairs["layer"].duplicated().any():  # one stage, or models that disagree
+        return {}
+    return dict(zip(pairs["layer"].astype(int), pairs["stage"].astype(int)))
+
+
+def layer_name(layer: int, stages: Dict[int, int]) -> str:
+    """``layer 3``, or ``layer 3 (stage 2)`` for a multi-stage model (both 1-based)."""
+    return f"layer {layer + 1}" + (f" (stage {stages[layer] + 1})" if layer in stages else "")
+
+
+def distance_label(multi_stage: bool) -> str:
+    """The distance axis' label; multi-stage models: distances in pixels grow with the stage's stride."""
+    return "mean attention distance (px)" + ("\n(grows with the stage's stride)" if multi_stage else "")
+
+
+def _layers(ax: plt.Axes, layers: np.ndarray, stages: Optional[Dict[int, int]] = None) -> None:
     ax.set_xticks(layers + 1)
-    ax.set_xlabel("layer")
+    if stages:
+        ax.set_xticklabels([f"{layer + 1}\n({stages.get(int(layer), 0) + 1})" for layer in layers], fontsize=6)
+        ax.set_xlabel("layer (stage)")
+    else:
+        ax.set_xlabel("layer")
 
 
 def _uniform_line(ax: plt.Axes, value: Optional[float], label: str) -> None:
@@ -54,9 +81,10 @@ def mad_per_layer(df: pd.DataFrame, metric: str = "mad_px", uniform: Optional[fl
         ax.plot(x, stats["mean"], marker="o", color=palette[model], label=_label(model, attention), **_line(attention))
         if attention == "applied":
             ax.fill_between(x, stats["min"], stats["max"], color=palette[model], alpha=0.15, linewidth=0)
-    _layers(ax, np.sort(d["layer"].unique()))
+    stages = layer_stages(d)
+    _layers(ax, np.sort(d["layer"].unique()), stages)
     _uniform_line(ax, uniform, f"uniform attention ({uniform:.1f} px)" if uniform is not None else "")
-    ax.set_ylabel("mean attention distance (px)")
+    ax.set_ylabel(distance_label(bool(stages)))
     ax.set_title("Attention distance per layer (band: range over heads)")
     ax.legend(frameon=False)
     return fig
@@ -75,9 +103,10 @@ def mad_per_head(df: pd.DataFrame, metric: str = "mad_px", uniform: Optional[flo
         offset = (k - (len(models) - 1) / 2) * width
         ax.scatter(m["layer"] + 1 + offset, m["value"], s=10, color=palette[model], label=model, alpha=0.85,
                    edgecolors="none")
-    _layers(ax, np.sort(d["layer"].unique()))
+    stages = layer_stages(d)
+    _layers(ax, np.sort(d["layer"].unique()), stages)
     _uniform_line(ax, uniform, f"uniform attention ({uniform:.1f} px)" if uniform is not None else "")
-    ax.set_ylabel("mean attention distance (px)")
+    ax.set_ylabel(distance_label(bool(stages)))
     ax.set_title("Attention distance of every head")
     ax.legend(frameon=False, markerscale=1.5)
     return fig
@@ -93,10 +122,11 @@ def globality_curves(df: pd.DataFrame) -> plt.Figure:
     cmap = plt.get_cmap("viridis")
     for ax, model in zip(axes[0], models):
         m = d[d["model"] == model]
+        stages = layer_stages(m)
         for layer in layers:
             ml = m[m["layer"] == layer].sort_values("radius")
             ax.plot(ml["radius"], ml["value"], color=cmap(layer / max(len(layers) - 1, 1)), marker=".",
-                    label=f"layer {layer + 1}")
+                    label=layer_name(int(layer), stages))
         ax.set_title(model)
         ax.set_xlabel("radius r (patches)")
         ax.set_ylim(-0.02, 1.02)
@@ -121,7 +151,7 @@ def entropy_per_layer(df: pd.DataFrame, log_n: Optional[float] = None) -> plt.Fi
             ax.plot(x, m["value"], marker="o", color=palette[model], label=_label(model, attention), **_line(attention))
             ax.fill_between(x, m["ci_low"], m["ci_high"], color=palette[model], alpha=0.2, linewidth=0)
         if len(d):
-            _layers(ax, np.sort(d["layer"].unique()))
+            _layers(ax, np.sort(d["layer"].unique()), layer_stages(d))
         ax.set_ylabel(ylabel)
     _uniform_line(axes[0], log_n, f"uniform: ln N = {log_n:.2f}" if log_n is not None else "")
     _uniform_line(axes[1], 1.0, "uniform: log N")
@@ -144,12 +174,13 @@ def entropy_heatmaps(df: pd.DataFrame, metric: str = "entropy_norm") -> plt.Figu
     vmin, vmax = (0.0, 1.0) if metric == "entropy_norm" else (d["value"].min(), d["value"].max())
     for k, (ax, model) in enumerate(zip(axes[0], models)):
         grid = d[d["model"] == model].pivot(index="layer", columns="head", values="value")
-        grid.index = grid.index + 1
+        stages = layer_stages(d[d["model"] == model])
+        grid.index = [f"{layer + 1} ({stages[layer] + 1})" if stages else layer + 1 for layer in grid.index]
         grid.columns = grid.columns + 1
         sns.heatmap(grid, ax=ax, vmin=vmin, vmax=vmax, cmap="magma", cbar=k == len(models) - 1,
                     cbar_kws={"label": "entropy / log N" if metric == "entropy_norm" else metric})
         ax.set_title(model)
         ax.set_xlabel("head")
-        ax.set_ylabel("layer" if k == 0 else "")
+        ax.set_ylabel(("layer (stage)" if stages else "layer") if k == 0 else "")
     fig.tight_layout()
     return fig

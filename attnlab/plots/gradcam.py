@@ -1,7 +1,8 @@
 """The attribution grid: where each model looks, method by method, next to the image itself.
 
 Rows are images; columns are the original image, then each model's methods (CAMs,
-chefer, attn-grad), then each model's attention rollout. Maps are drawn over the model's own input with its
+chefer, attn-grad), then each model's attention rollout (where it is defined: not for
+windowed, pooled or class attention). Maps are drawn over the model's own input with its
 normalisation undone (grey inputs stay grey), so what is compared is the map alone.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ def gradcam_grid(result: Any, alpha: float = 0.5) -> plt.Figure:
     """
     models = result.models
     columns: List[Tuple[Any, str]] = [(m, method) for m in models for method in result.methods]
-    columns += [(m, "rollout") for m in models]
+    columns += [(m, "rollout") for m in models if "rollout" in m.maps]  # not defined for Swin, MViTv2, CaiT
     n = len(models[0].targets)
     ncols = 1 + len(columns)
     retargeted = any((m.targets != m.predictions).any() for m in models)
@@ -78,8 +79,10 @@ def gradcam_grid(result: Any, alpha: float = 0.5) -> plt.Figure:
     kinds = "CAM methods: pytorch-grad-cam, at the layer named; "
     if any(m in method_titles for m in result.methods):
         kinds += "chefer / attn-grad: attention x its gradient; "
-    fig.suptitle(f"Attribution maps ({kinds}rollout: attention only), "
-                 "titled with the predicted class and its probability", fontsize=7)
+    kinds += "rollout: attention only" if any("rollout" in m.maps for m in models) else \
+        "no rollout: the layers attend over different tokens"
+    title = f"Attribution maps ({kinds}), titled with the predicted class and its probability"
+    fig.suptitle(_wrap(title, max(60, int(CELL * ncols * 16))), fontsize=7)  # ~16 characters an inch at 7 pt
     fig.tight_layout(rect=(0, 0, 0.97, 1))
     bar = fig.colorbar(plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), ax=axes, fraction=0.015,
                        pad=0.01)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from .attention import distance_label, layer_name, layer_stages
 from .style import DOUBLE_COLUMN, model_palette, styled
 
 _XLABEL = {"scale": "scale factor", "two-crops": "crop offset range (px)",
@@ -104,24 +105,28 @@ def shift_grid(df: pd.DataFrame, metric: str = "accuracy", transform: str = "shi
 
 @styled
 def attention_under_transform(df: pd.DataFrame, metric: str = "mad_px") -> plt.Figure:
-    """Per-layer mean attention distance at each magnitude: does attention follow the object?"""
+    """Per-layer mean attention distance at each magnitude: does attention follow the object?
+    Layers of multi-stage models are named with their stage (distances grow with its stride)."""
     d = df[(df["metric"] == metric) & (df["layer"] >= 0)]
     d = d[d["transform"].str.partition(":")[0] != "shift-grid"]
     models = list(d["model"].unique())
     fig, axes = plt.subplots(1, len(models), figsize=DOUBLE_COLUMN, sharey=True, squeeze=False)
     cmap = plt.get_cmap("viridis")
+    multi_stage = False
     for ax, model in zip(axes[0], models):
         m = d[d["model"] == model]
         transform = m["transform"].iloc[0]
         m = m[m["transform"] == transform]
         layers = np.sort(m["layer"].unique())
+        stages = layer_stages(m)
+        multi_stage = multi_stage or bool(stages)
         for layer in layers:
             ml = m[m["layer"] == layer].sort_values("magnitude")
             ax.plot(ml["magnitude"], ml["value"], marker=".", color=cmap(layer / max(len(layers) - 1, 1)),
-                    label=f"layer {layer + 1}")
+                    label=layer_name(int(layer), stages))
         ax.set_title(f"{model} ({_title(transform)})")
         ax.set_xlabel("magnitude")
-    axes[0][0].set_ylabel("mean attention distance (px)")
+    axes[0][0].set_ylabel(distance_label(multi_stage))
     axes[0][-1].legend(frameon=False, fontsize=6)
     fig.tight_layout()
     return fig

@@ -23,14 +23,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..adapters import find_attention
-from ..capture import attention_layers, hook_point_names, hooks, layer_of
+from ..capture import attention_layers, hook_point_names, hooks
 from ..devices import DeviceLike, resolve_device
 from ..errors import AttnlabError, one_line
 from ..layout import TokenLayout
-from ..metrics.geometric import GeometricStats
 from ..metrics import DEFAULT_RADII, METRIC_NAMES, NORM_METRICS, AttentionStats
 from ..tables import tidy
+from .routing import GEOMETRIC, GRID, OWN, LayerRouter, RoutedStats
 
 #: Metrics of block outputs alone (attention "-"); high_norm_mass also reads them, but is attention.
 TOKEN_METRICS = ("token_cosine", "effective_rank") + NORM_METRICS + ("high_norm_share",)
@@ -67,61 +66,35 @@ class AttentionAnalyser:
         self.label, self.checkpoint, self.arch = label, checkpoint, arch
         chosen = set(METRIC_NAMES if metrics is None else metrics)
         tokens = bool(chosen & set(TOKEN_METRICS)) or "high_norm_mass" in chosen
-        self.found = find_attention(model)
-        self.layer_index = layer_of(model)
-        grid = {f"{f.path}.pattern" for f in self.found if f.adapter.geometry == "grid"}
-        # layers whose applied attention is no distribution (CaiT's talking heads): their softmax is measured
-        self.mixed = {f"{f.path}.own_pattern" for f in self.found if not f.adapter.distribution}
-        skip = {f"{f.path}.pattern" for f in self.found if not f.adapter.distribution}
-        self.points = [n for n in hook_point_names(model) if n.endswith(".pattern") and n not in skip
-                       or n in self.mixed or (own and n.endswith(".attn.own_pattern"))
-                       or (tokens and n.endswith(".resid_post") and len(grid) == len(self.found))]
-        # windowed, pooled and class attention: distance and entropy from each layer's geometry
-        self.geometric = {i: f for i, f in enumerate(self.found) if f.adapter.geometry != "grid"}
-        self.geo_stats = GeometricStats(chosen) if self.geometric else None
-        self._feat: Dict[int, tuple] = {}
-        self._image: Optional[tuple] = None
-        # maps come straight from a softmax inside the capture: no need to re-check their rows
-        self.stats: Dict[str, AttentionStats] = {"applied": AttentionStats(radii=radii, check=False, metrics=chosen)}
-        if any(n.endswith("own_pattern") and n not in self.mixed for n in self.points):
+        self.router = LayerRouter(model)
+        names = hook_point_names(model)
+        own_points = [n for n in names if own and n.endswith(".attn.own_pattern") and n not in self.router.mixed]
+        token_points = [n for n in names if tokens and n.endswith(".resid_post") and self.router.single_grid]
+        self.points = self.router.attention_points() + own_points + token_points
+        # grid layers to AttentionStats on the model's layout; windowed, pooled and class attention on their geometry
+        self.applied = RoutedStats(self.router, chosen, radii)
+        self.stats: Dict[str, AttentionStats] = {"applied": self.applied.grid}
+        if any(self.router.route(n)[1] == OWN for n in self.points):
             self.stats["own"] = AttentionStats(radii=radii, check=False, metrics=chosen - set(TOKEN_METRICS))
         self._block_input = "high_norm_mass" in chosen  # block 0's input: the outliers layer 0 reads
-        self.layout: Optional[TokenLayout] = None
         self.n_images = 0
         self._stack: Optional[ExitStack] = None
 
+    @property
+    def layout(self) -> Optional[TokenLayout]:
+        """The model's token layout at the last batch's size (None: no one patch grid)."""
+        return self.router.layout
+
     def _sink(self, name: str, t: torch.Tensor) -> None:
-        layer, kind = self.layer_index[name], name.rsplit(".", 1)[1]
-        if layer in self.geometric and kind == "pattern":
-            self.geo_stats.update(layer, t, self._geometry(layer, t))
-        elif kind == "pattern" or name in self.mixed:
-            self.stats["applied"].update(layer, t, self._grid_layout(t))
-        elif kind == "own_pattern":
+        layer, role = self.router.route(name)
+        if role in (GRID, GEOMETRIC):
+            self.applied.update(name, t)
+        elif role == OWN:
             self.stats["own"].update(layer, t, self.layout)
         else:
             for stats in self.stats.values():  # "own" reads the tokens only for the outliers of high_norm_mass
                 if stats is self.stats["applied"] or "high_norm_mass" in stats.metrics:
                     stats.update_tokens(layer, t, self.layout)
-
-    def _grid_layout(self, t: torch.Tensor) -> TokenLayout:
-        """The model's layout, or its patch grid alone for maps over patch tokens only (CaiT's patch blocks)."""
-        lay = self.layout
-        if lay is not None and t.shape[-1] == lay.num_patches and lay.num_prefix_tokens:
-            return TokenLayout(num_prefix_tokens=0, grid_size=lay.grid_size, patch_size=lay.patch_size)
-        return lay
-
-    def _geometry(self, layer: int, t: torch.Tensor):  # noqa: ANN202
-        from ..geometry import class_queries, mvit_attention, stage_of, swin_block
-
-        f = self.geometric[layer]
-        stage = stage_of(f.path)
-        if f.adapter.geometry == "window":
-            return swin_block(f.block_module, self._image, stage)
-        if f.adapter.geometry == "pooled":
-            return mvit_attention(f.module, self._feat[layer], self._image, t.shape[-2], t.shape[-1], stage)
-        lay = self.layout
-        return class_queries(t.shape[-1], lay.grid_size, tuple(float(p) for p in lay.patch_size),
-                             t.shape[-1] - lay.num_patches, stage)
 
     def _first_block_input(self, layer: int, args: tuple, kwargs: dict) -> None:
         x = args[0] if args else kwargs["x"]
@@ -131,11 +104,7 @@ class AttentionAnalyser:
     def __enter__(self) -> "AttentionAnalyser":
         self._stack = ExitStack()
         self._stack.enter_context(hooks(self.model, self.points, self._sink))
-        for layer, f in self.geometric.items():  # pooled attention: the grid it is called on
-            if f.adapter.geometry == "pooled":
-                handle = f.module.register_forward_pre_hook(
-                    lambda module, args, layer=layer: self._feat.__setitem__(layer, tuple(args[1])))
-                self._stack.callback(handle.remove)
+        self.router.watch(self._stack)
         if self._block_input:
             first, block, _ = attention_layers(self.model)[0]
             handle = block.register_forward_pre_hook(
@@ -154,27 +123,18 @@ class AttentionAnalyser:
             raise RuntimeError("AttentionAnalyser.update runs inside `with analyser:` (the hooks are set there)")
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         x = x.to(self.device, non_blocking=True)
-        self._image = tuple(x.shape[-2:])
-        try:
-            self.layout = TokenLayout.from_model(self.model, self._image)
-        except ValueError:  # no single patch grid (Swin, MViTv2): every layer has its own geometry
-            self.layout = None
+        self.router.start(tuple(x.shape[-2:]))
         with torch.inference_mode():
-            try:
-                self.model(x)
-            except (AssertionError, RuntimeError, ValueError) as e:  # e.g. a Swin built for another input size
-                raise AttnlabError(f"{self.label} failed on {x.shape[-2]}x{x.shape[-1]} images "
-                                   f"({type(e).__name__}: {one_line(e)[:160]}); it takes {expected_size(self.model)}"
-                                   " images: give it a checkpoint whose input spec says so") from e
+            checked_forward(self.model, x, self.label)
         self.n_images += x.shape[0]
 
     def result(self) -> AttentionAnalysis:
         """The tidy rows (``attnlab.tables`` schema) of everything measured so far."""
         if self.n_images == 0:
             raise AttnlabError("no images to analyse")
-        frames = [s.to_frame(self.label, self.checkpoint, attention) for attention, s in self.stats.items()]
-        if self.geo_stats is not None:
-            frames.append(pd.DataFrame(self.geo_stats.rows(self.label, self.checkpoint)))
+        frames = [self.applied.to_frame(self.label, self.checkpoint)]
+        frames += [self.router.with_stage(s.to_frame(self.label, self.checkpoint, attention))
+                   for attention, s in self.stats.items() if attention != "applied"]
         frames = [f for f in frames if len(f)]
         frame = tidy(pd.concat(frames, ignore_index=True), arch=self.arch)
         frame.loc[frame["metric"].isin(TOKEN_METRICS), "attention"] = "-"
@@ -183,8 +143,19 @@ class AttentionAnalyser:
             notes.append(f"{self.label}: context broadcasting mixes tokens uniformly besides the measured attention "
                          "(CB(x) = (x + mean x) / 2 in every block); the attention metrics see only the softmax part")
         # a model with windowed or pooled layers has no one grid: no layout (and no uniform reference) for it
-        layout = None if any(f.adapter.geometry in ("window", "pooled") for f in self.geometric.values()) else self.layout
+        layout = None if any(f.adapter.geometry in ("window", "pooled") for f in self.router.geometric.values()) \
+            else self.layout
         return AttentionAnalysis(frame=frame, n_images=self.n_images, layout=layout, notes=notes)
+
+
+def checked_forward(model: nn.Module, x: torch.Tensor, label: str) -> torch.Tensor:
+    """``model(x)``; a model built for another input size (a Swin's fixed windows) says so in one line."""
+    try:
+        return model(x)
+    except (AssertionError, RuntimeError, ValueError) as e:
+        raise AttnlabError(f"{label} failed on {x.shape[-2]}x{x.shape[-1]} images "
+                           f"({type(e).__name__}: {one_line(e)[:160]}); it takes {expected_size(model)}"
+                           " images: give it a checkpoint whose input spec says so") from e
 
 
 def expected_size(model: nn.Module) -> str:

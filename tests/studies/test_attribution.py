@@ -314,3 +314,20 @@ def test_target_class_names_match_without_case_and_suggest():
     assert resolve_targets("sneaker", np.array([0, 1]), np.array([-1, -1]), classes).tolist() == [2, 2]
     with pytest.raises(AttnlabError, match="did you mean 'Sneaker'"):
         resolve_targets("sneakr", np.array([0]), np.array([-1]), classes)
+
+
+def test_stage_tokens_follow_the_stage_grid():
+    from attnlab.studies.attribution.grid import patch_grid, pooled_grid_of, stage_tokens_to_grid
+
+    nhwc = torch.randn(2, 3, 5, 4)
+    assert torch.equal(stage_tokens_to_grid(nhwc, (48, 80), channels_last=True), nhwc.permute(0, 3, 1, 2))
+    assert torch.equal(stage_tokens_to_grid((nhwc, None), (48, 80)), nhwc)          # NCHW passes
+    assert pooled_grid_of(6, (48, 64)) == (2, 3) and pooled_grid_of(12, (48, 64)) == (3, 4)  # ceil(48/s) x ceil(64/s)
+    tokens = torch.randn(2, 1 + 12, 5)
+    out = stage_tokens_to_grid(tokens, (48, 64), num_prefix_tokens=1)
+    assert out.shape == (2, 5, 3, 4) and torch.equal(out[:, :, 1, 2], tokens[:, 1 + 1 * 4 + 2])
+    with pytest.raises(ValueError, match="no strided grid"):
+        stage_tokens_to_grid(torch.randn(1, 7, 5), (48, 64))
+    mvit = timm.create_model("mvitv2_tiny", img_size=64)
+    assert patch_grid(mvit, (64, 64)) == (16, 16)                                   # a 7x7 convolution, stride 4, pad 3
+    assert patch_grid(_model("vit_micro_patch4_32"), (32, 32)) == (8, 8)

@@ -169,3 +169,29 @@ def test_the_command_takes_loose_images(tmp_path, pngs):
     assert "consistency" in result.stdout and (out / "robustness_shift-h.png").exists()
     stray = CliRunner().invoke(app, ["robustness", "--ckpt", str(ck), str(extra), "--dataset", "cifar10"])
     assert stray.exit_code == 2 and "image paths go after --images" in stray.stderr
+
+
+@pytest.mark.parametrize("name", ["vit_micro_patch4_32", "revit_micro_patch4_32"])
+def test_attention_rows_are_attention_stats_of_each_view(pngs, name):
+    """ViT / ReViT: each condition's rows are exactly AttentionStats fed that view's applied attention."""
+    from attnlab.capture import capture_attention
+    from attnlab.layout import TokenLayout
+    from attnlab.metrics import AttentionStats
+    from attnlab.studies.robustness.study import ATTENTION_METRICS
+
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    result = measure_robustness(model, images=[pngs], shifts=[0, 4], batch_size=4, attention=True, **FAST)
+    got = result.frame[result.frame["metric"].isin(ATTENTION_METRICS)]
+    x = _pixels(pngs)
+    layout = TokenLayout.from_model(model, (32, 32))
+    for transform, magnitude, view in [("shift-h", 0.0, x), ("shift-h", 4.0, shift(x, 4, 0)), ("scale", 1.0, x)]:
+        stats = AttentionStats(check=False, metrics=ATTENTION_METRICS)
+        for layer, a in enumerate(capture_attention(model, (view - 0.5) / 0.25)):
+            stats.update(layer, a, layout)
+        ref = stats.to_frame("m", "c")
+        ref = ref[ref["head"] == -1].sort_values(["layer", "metric"])
+        rows = got[(got["transform"] == transform) & (got["magnitude"] == magnitude)].sort_values(["layer", "metric"])
+        assert rows["layer"].tolist() == ref["layer"].tolist() and (rows["stage"] == 0).all()
+        np.testing.assert_allclose(rows["value"], ref["value"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(rows["std"], ref["std"], rtol=1e-6, atol=1e-9)

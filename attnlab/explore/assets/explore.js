@@ -1,4 +1,6 @@
 // attnlab explore: draws the attention of one query token over the image, for every model side by side.
+// Every block has its own geometry (a patch grid, Swin windows, MViTv2's pooled grids): a point of the image
+// picks the query whose cell holds it, and the query's keys are drawn as their cells, where they are in the image.
 // Data (JSON in #attnlab-data, binary arrays as base64, decoded once on first use) — see attnlab/explore/page.py.
 // Every string from the data goes into the page through textContent, never as markup.
 (function () {
@@ -31,7 +33,7 @@
   // ------------------------------------------------------------------ state
   const models = DATA.models;
   const maxSteps = Math.max(...models.map(m => m.layers.length));
-  const maxHeads = Math.max(...models.map(m => m.heads));
+  const maxHeads = Math.max(...models.map(m => m.heads));  // the most heads of any block
   const state = {
     image: 0, step: 0, head: -1, kind: "applied", overlay: "attention", grid: true,
     query: { kind: "patch", y: 0.5, x: 0.5 }, hover: null, ref: 0,
@@ -50,122 +52,194 @@
   function fmt(v, digits) { return Number.isFinite(v) ? v.toFixed(digits) : "–"; }
   function pct(v) { return Number.isFinite(v) ? (100 * v).toFixed(1) + "%" : "–"; }
 
-  // ------------------------------------------------------------------ per model: which token, block, head
-  function tokenOf(m, q) {  // token index of the query in model m, or -1 when it has no such token
-    if (q.kind === "prefix") return q.index < m.prefix ? q.index : -1;
-    const [gh, gw] = m.grid;
-    const r = Math.min(gh - 1, Math.floor(q.y * gh)), c = Math.min(gw - 1, Math.floor(q.x * gw));
-    return m.prefix + r * gw + c;
+  // ------------------------------------------------------------------ per layer: where its queries and keys are drawn
+  function upper(sorted, v) {  // number of entries <= v
+    let lo = 0, hi = sorted.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (sorted[mid] <= v) lo = mid + 1; else hi = mid; }
+    return lo;
+  }
+  function shapeOf(m, l) {  // the geometry of block l, with its query lookup built on first use
+    const S = m.shapes[m.blocks[l].shape];
+    if (S._) return S;
+    const qc = new Int16Array(bytes(S.query_cells).buffer), kc = new Int16Array(bytes(S.key_cells).buffer);
+    const R = S.windows * S.queries, ys = new Set(), xs = new Set();
+    let yEnd = 0, xEnd = 0;
+    for (let r = 0; r < R; r++) {
+      const b = 4 * r;
+      if (qc[b + 2] <= 0 || qc[b + 3] <= 0) continue;
+      ys.add(qc[b]); xs.add(qc[b + 1]);
+      yEnd = Math.max(yEnd, qc[b] + qc[b + 2]); xEnd = Math.max(xEnd, qc[b + 1] + qc[b + 3]);
+    }
+    const Y = [...ys].sort((a, b) => a - b), X = [...xs].sort((a, b) => a - b);
+    const yi = new Map(Y.map((v, i) => [v, i])), xi = new Map(X.map((v, i) => [v, i]));
+    const map = new Int32Array(Y.length * X.length).fill(-1);
+    for (let r = 0; r < R; r++) {
+      const b = 4 * r;
+      if (qc[b + 2] > 0 && qc[b + 3] > 0) map[yi.get(qc[b]) * X.length + xi.get(qc[b + 1])] = r;
+    }
+    S._ = { qc: qc, kc: kc, rows: R, Y: Y, X: X, yEnd: yEnd, xEnd: xEnd, map: map, yi: yi, xi: xi };
+    return S;
+  }
+  function queryAt(S, py, px) {  // the query row whose cell holds pixel (py, px), or -1
+    const g = S._, r = upper(g.Y, py) - 1, c = upper(g.X, px) - 1;
+    if (r < 0 || c < 0) return -1;
+    const row = g.map[r * g.X.length + c], b = 4 * row;
+    if (row < 0 || py >= g.qc[b] + g.qc[b + 2] || px >= g.qc[b + 1] + g.qc[b + 3]) return -1;
+    return row;
+  }
+  function cellOf(S, row) {  // [y0, x0, h, w] of a query row (h = w = 0: no position)
+    const b = 4 * row, qc = S._.qc;
+    return [qc[b], qc[b + 1], qc[b + 2], qc[b + 3]];
+  }
+  function tokenOf(m, l, q) {  // query row of q in block l of model m, or -1 when it has none
+    const S = shapeOf(m, l);
+    if (q.kind === "prefix") return q.index < S.prefix_queries ? q.index : -1;
+    if (S._.Y.length === 0) return 0;  // class attention: only the class token queries
+    return queryAt(S, q.y * m.size[0], q.x * m.size[1]);
+  }
+  function headOf(m, l) {  // index heads = the mean over heads
+    const H = m.blocks[l].heads;
+    return state.head >= 0 && state.head < H ? state.head : H;
   }
   function view(m) {
-    const k = Math.min(state.step, m.layers.length - 1);
-    const head = state.head >= 0 && state.head < m.heads ? state.head : m.heads;  // index heads = the mean
+    const k = Math.min(state.step, m.layers.length - 1), l = m.layers[k];
     const kind = m.sources.includes(state.kind) ? state.kind : "applied";
-    const q = state.hover || state.query;
-    return { k: k, block: m.layers[k], head: head, kind: kind, token: tokenOf(m, q), q: q };
+    const q = state.hover || state.query, S = shapeOf(m, l);
+    return { k: k, block: l, B: m.blocks[l], S: S, head: headOf(m, l), kind: kind, token: tokenOf(m, l, q), q: q,
+      onlyClass: S._.Y.length === 0 && q.kind === "patch" };
   }
 
   // ------------------------------------------------------------------ overlay (native resolution)
-  function fillPatches(p, values, offset) {  // one uint8 per patch -> blocks of ph x pw pixels
-    const m = p.model, [gh, gw] = m.grid, [ph, pw] = m.patch, W = m.size[1], px = p.pixels;
-    for (let r = 0; r < gh; r++) {
-      for (let c = 0; c < gw; c++) {
-        const color = COLOR[values[offset + r * gw + c]];
-        for (let y = r * ph, end = y + ph; y < end; y++) {
-          const start = y * W + c * pw;
-          px.fill(color, start, start + pw);
-        }
-      }
+  function fillKeys(p, S, w, values, offset) {  // key j of window w: its cell filled with values[offset + j - P]
+    const kc = S._.kc, W = p.model.size[1], px = p.pixels, K = S.keys, P = S.prefix_keys;
+    for (let j = P; j < K; j++) {
+      const b = 4 * (w * K + j), y0 = kc[b], x0 = kc[b + 1], h = kc[b + 2], wd = kc[b + 3];
+      if (h <= 0 || wd <= 0) continue;
+      const color = COLOR[values[offset + j - P]];
+      for (let y = y0, end = y0 + h; y < end; y++) px.fill(color, y * W + x0, y * W + x0 + wd);
     }
   }
   function drawOverlay(p, v) {
-    const m = p.model, n = state.image, N = m.tokens, G = N - m.prefix, H1 = m.heads + 1;
+    const m = p.model, n = state.image, S = v.S, G = S.keys - S.prefix_keys, H1 = v.B.heads + 1;
     p.pixels.fill(0);
     if (state.overlay === "attention" && v.token >= 0) {
-      const rows = u8(`${p.index}/${v.kind}/q`, m.rows[v.kind].q);
-      const row = (((n * m.layers.length + v.k) * H1 + v.head) * N + v.token) * G;
-      fillPatches(p, rows, row);
-    } else if (state.overlay === "rollout") {
-      fillPatches(p, u8(`${p.index}/rollout`, m.rollout), n * G);
-    } else if (state.overlay === "gradcam") {
+      const rows = u8(`${p.index}/${v.kind}/${v.k}/q`, m.rows[v.kind][v.k].q);
+      fillKeys(p, S, Math.floor(v.token / S.queries), rows, ((n * H1 + v.head) * S._.rows + v.token) * G);
+    } else if (state.overlay === "rollout" && m.rollout) {
+      const S0 = m.shapes[m.rollout_shape];
+      fillKeys(p, S0, 0, u8(`${p.index}/rollout`, m.rollout), n * (S0.keys - S0.prefix_keys));
+    } else if (state.overlay === "gradcam" && m.gradcam) {
       const cam = u8(`${p.index}/gradcam`, m.gradcam), size = m.size[0] * m.size[1], px = p.pixels;
       for (let i = 0; i < size; i++) px[i] = COLOR[cam[n * size + i]];
     }
     p.ctx.putImageData(p.image, 0, 0);
   }
+  function outlineWindow(p, v, sx, sy) {  // the edges of the query's window keys (Swin): where the keys are
+    const S = v.S, kc = S._.kc, K = S.keys, w = Math.floor(v.token / S.queries), ctx = p.gridCtx, cellsAt = new Set();
+    for (let j = S.prefix_keys; j < K; j++) { const b = 4 * (w * K + j); if (kc[b + 2] > 0) cellsAt.add(kc[b] + "," + kc[b + 1]); }
+    ctx.strokeStyle = "#a3e635";
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    for (let j = S.prefix_keys; j < K; j++) {
+      const b = 4 * (w * K + j), y0 = kc[b], x0 = kc[b + 1], h = kc[b + 2], wd = kc[b + 3];
+      if (h <= 0 || wd <= 0) continue;
+      const X0 = x0 * sx, Y0 = y0 * sy, X1 = (x0 + wd) * sx, Y1 = (y0 + h) * sy;
+      if (!cellsAt.has((y0 - h) + "," + x0)) { ctx.moveTo(X0, Y0 + 1); ctx.lineTo(X1, Y0 + 1); }
+      if (!cellsAt.has((y0 + h) + "," + x0)) { ctx.moveTo(X0, Y1 - 1); ctx.lineTo(X1, Y1 - 1); }
+      if (!cellsAt.has(y0 + "," + (x0 - wd))) { ctx.moveTo(X0 + 1, Y0); ctx.lineTo(X0 + 1, Y1); }
+      if (!cellsAt.has(y0 + "," + (x0 + wd))) { ctx.moveTo(X1 - 1, Y0); ctx.lineTo(X1 - 1, Y1); }
+    }
+    ctx.stroke();
+  }
   function drawGrid(p, v) {
-    const m = p.model, ctx = p.gridCtx, [gh, gw] = m.grid, [ph, pw] = m.patch;
+    const m = p.model, ctx = p.gridCtx, g = v.S._;
     const sx = p.width / m.size[1], sy = p.height / m.size[0];
     ctx.clearRect(0, 0, p.width, p.height);
-    if (state.grid) {
+    if (state.grid && g.Y.length) {  // the query cells of the selected block
+      const y0 = g.Y[0] * sy, y1 = g.yEnd * sy, x0 = g.X[0] * sx, x1 = g.xEnd * sx;
       ctx.strokeStyle = "rgba(255,255,255,0.25)";
       ctx.lineWidth = 1;
       ctx.beginPath();
-      for (let c = 0; c <= gw; c++) { const x = Math.round(c * pw * sx) + 0.5; ctx.moveTo(x, 0); ctx.lineTo(x, gh * ph * sy); }
-      for (let r = 0; r <= gh; r++) { const y = Math.round(r * ph * sy) + 0.5; ctx.moveTo(0, y); ctx.lineTo(gw * pw * sx, y); }
+      for (const c of g.X.concat([g.xEnd])) { const x = Math.round(c * sx) + 0.5; ctx.moveTo(x, y0); ctx.lineTo(x, y1); }
+      for (const r of g.Y.concat([g.yEnd])) { const y = Math.round(r * sy) + 0.5; ctx.moveTo(x0, y); ctx.lineTo(x1, y); }
       ctx.stroke();
     }
-    if (state.overlay === "attention" && v.token >= m.prefix) {
-      const t = v.token - m.prefix, r = Math.floor(t / gw), c = t % gw;
+    if (state.overlay !== "attention" || v.token < 0) return;
+    if (v.B.geometry === "window") outlineWindow(p, v, sx, sy);
+    const [cy, cx, ch, cw] = cellOf(v.S, v.token);
+    if (ch > 0 && cw > 0) {
       ctx.strokeStyle = "#38bdf8";
       ctx.lineWidth = 2;
-      ctx.strokeRect(c * pw * sx + 1, r * ph * sy + 1, pw * sx - 2, ph * sy - 2);
+      ctx.strokeRect(cx * sx + 1, cy * sy + 1, cw * sx - 2, ch * sy - 2);
     }
   }
 
   // ------------------------------------------------------------------ numbers beside the image
-  function metricsOf(p, v) {
-    const m = p.model, n = state.image, L = m.depth, H1 = m.heads + 1, N = m.tokens, src = m.metrics[v.kind];
-    const qm = f32(`${p.index}/${v.kind}/qm`, src.query_mad), qe = f32(`${p.index}/${v.kind}/qe`, src.query_entropy);
-    const im = f32(`${p.index}/${v.kind}/im`, src.image_mad), ie = f32(`${p.index}/${v.kind}/ie`, src.image_entropy);
-    const um = f32(`${p.index}/um`, m.uniform.query_mad);
-    const out = { qmad: [], qent: [], imad: [], ient: [] };
-    for (let l = 0; l < L; l++) {
-      const base = (n * L + l) * H1 + v.head;
-      out.imad.push(im[base]);
-      out.ient.push(ie[base]);
-      out.qmad.push(v.token >= 0 ? qm[base * N + v.token] : NaN);
-      out.qent.push(v.token >= 0 ? qe[base * N + v.token] : NaN);
+  function metricsOf(p, v) {  // per block: the metrics of the query token that block has at the selected point
+    const m = p.model, n = state.image, out = { qmad: [], qent: [], imad: [], ient: [], umad: [], uimad: [], uent: [] };
+    for (let l = 0; l < m.depth; l++) {
+      const S = shapeOf(m, l), H1 = m.blocks[l].heads + 1, h = headOf(m, l), src = m.metrics[v.kind][l];
+      const key = `${p.index}/${v.kind}/${l}`, t = tokenOf(m, l, v.q), s = m.blocks[l].shape, R = S._.rows;
+      const qm = f32(key + "/qm", src.query_mad), qe = f32(key + "/qe", src.query_entropy);
+      const im = f32(key + "/im", src.image_mad), ie = f32(key + "/ie", src.image_entropy);
+      const um = f32(`${p.index}/u${s}/m`, S.uniform.query_mad);
+      out.imad.push(im[n * H1 + h]);
+      out.ient.push(ie[n * H1 + h]);
+      out.qmad.push(t >= 0 ? qm[(n * H1 + h) * R + t] : NaN);
+      out.qent.push(t >= 0 ? qe[(n * H1 + h) * R + t] : NaN);
+      out.umad.push(t >= 0 ? um[t] : NaN);
+      out.uimad.push(S.uniform.image_mad === null ? NaN : S.uniform.image_mad);
+      out.uent.push(S.uniform.image_entropy);
     }
-    out.umad = v.token >= 0 ? um[v.token] : NaN;
     return out;
   }
   function setValue(span, value, digits, unit) {
     span.textContent = fmt(value, digits) + (unit && Number.isFinite(value) ? " " + unit : "");
     span.dataset.value = Number.isFinite(value) ? String(value) : "";
   }
+  function queryText(m, v) {
+    if (v.token < 0) return "query: –";
+    if (v.token < v.S.prefix_queries) return `query: ${m.prefix_names[v.token] || "prefix"} token`;
+    const g = v.S._, [y0, x0] = cellOf(v.S, v.token), r = g.yi.get(y0), c = g.xi.get(x0);
+    const what = v.B.geometry === "grid" ? "patch" : "token";
+    const win = v.S.windows > 1 ? `, window ${Math.floor(v.token / v.S.queries)}` : "";
+    return `query: ${what} (row ${r}, col ${c}) of ${g.Y.length}x${g.X.length}${win}`;
+  }
   function drawReadout(p, v, mt) {
-    const m = p.model, R = p.readout, n = state.image, H1 = m.heads + 1, N = m.tokens, G = N - m.prefix;
-    const headText = v.head === m.heads ? "mean over heads" : `head ${v.head}`;
+    const m = p.model, R = p.readout, n = state.image, S = v.S, H1 = v.B.heads + 1, G = S.keys - S.prefix_keys;
+    const headText = v.head === v.B.heads ? "mean over heads" : `head ${v.head}`;
     R.where.textContent = `block ${v.block} · ${headText} · ${v.kind} attention`;
+    R.about.textContent = `${v.B.name}: ${v.B.about}, ${v.B.heads} head${v.B.heads === 1 ? "" : "s"}` + (v.B.note ? ` (${v.B.note})` : "");
     const notes = [];
-    if (state.head >= m.heads) notes.push(`${m.label} has ${m.heads} heads: showing the mean`);
+    if (state.head >= v.B.heads) notes.push(`block ${v.block} has ${v.B.heads} heads: showing the mean`);
     if (state.kind === "own" && v.kind !== "own") notes.push("own attention is ReViT's: showing the applied");
     if (state.step >= m.layers.length) notes.push(`only ${m.layers.length} stored blocks`);
-    if (v.token < 0) notes.push(`no prefix token ${v.q.index} in this model`);
+    if (v.token < 0 && v.q.kind === "prefix") notes.push(`no ${m.prefix_names[v.q.index] || "prefix"} token query in block ${v.block}`);
+    else if (v.token < 0) notes.push("no query of this block at that point");
+    if (v.onlyClass) notes.push("class attention: only the class token queries; showing its row");
+    if (state.overlay !== "attention" && state.overlay !== "none" && !m[state.overlay]) notes.push(m.missing[state.overlay]);
     R.note.textContent = notes.join("; ");
-    if (v.token < 0) R.query.textContent = "query: –";
-    else if (v.token < m.prefix) R.query.textContent = `query: ${m.prefix_names[v.token]} token`;
-    else { const t = v.token - m.prefix; R.query.textContent = `query: patch (row ${Math.floor(t / m.grid[1])}, col ${t % m.grid[1]})`; }
+    R.query.textContent = queryText(m, v);
     const b = v.block;
     setValue(R.qmad, mt.qmad[b], 1, "px"); setValue(R.imad, mt.imad[b], 1, "px");
-    setValue(R.umad, mt.umad, 1, "px"); setValue(R.uimad, m.uniform.image_mad, 1, "px");
+    setValue(R.umad, mt.umad[b], 1, "px"); setValue(R.uimad, mt.uimad[b], 1, "px");
     setValue(R.qent, mt.qent[b], 3, ""); setValue(R.ient, mt.ient[b], 3, "");
-    setValue(R.uent, m.uniform.entropy, 3, "nats");
+    setValue(R.uent, mt.uent[b], 3, "nats");
     if (v.token >= 0) {
-      const row = (((n * m.layers.length + v.k) * H1 + v.head) * N + v.token);
-      const scale = f32(`${p.index}/${v.kind}/s`, m.rows[v.kind].scale)[row];
-      const pre = f32(`${p.index}/${v.kind}/p`, m.rows[v.kind].prefix);
+      const row = (n * H1 + v.head) * S._.rows + v.token, P = S.prefix_keys;
+      const scale = f32(`${p.index}/${v.kind}/${v.k}/s`, m.rows[v.kind][v.k].scale)[row];
+      const pre = f32(`${p.index}/${v.kind}/${v.k}/p`, m.rows[v.kind][v.k].prefix);
       const parts = [];
       let prefixMass = 0;
-      for (let j = 0; j < m.prefix; j++) { const a = pre[row * m.prefix + j]; prefixMass += a; parts.push(`${pct(a)} on ${m.prefix_names[j]}`); }
-      parts.push(`${pct(1 - prefixMass)} on the ${G} patches (brightest ${pct(255 * scale)})`);
+      for (let j = 0; j < P; j++) { const a = pre[row * P + j]; prefixMass += a; parts.push(`${pct(a)} on ${m.prefix_names[j] || "prefix " + j}`); }
+      const keys = v.B.geometry === "window" ? `${G} keys of its window` : v.B.geometry === "pooled" ? `${G} pooled keys` : `${G} patches`;
+      parts.push(`${pct(1 - prefixMass)} on the ${keys} (brightest ${pct(255 * scale)})`);
       R.mass.textContent = "its attention: " + parts.join(", ");
     } else R.mass.textContent = "";
     const pred = m.predictions[n];
     R.pred.textContent = `predicted: ${pred.class} (p = ${pred.p.toFixed(3)})`;
-    R.map.textContent = state.overlay === "rollout" ? `overlay: attention rollout of the ${m.rollout_of} over all ${m.depth} blocks`
-      : state.overlay === "gradcam" ? `overlay: GradCAM of the predicted class at ${m.cam_layer}` : "";
+    R.map.textContent = state.overlay === "rollout" && m.rollout ? `overlay: attention rollout of the ${m.rollout_of} over all ${m.depth} blocks`
+      : state.overlay === "gradcam" && m.gradcam ? `overlay: GradCAM of the predicted class at ${m.cam_layer}` : "";
   }
   function drawChart(p, canvas, series, v, unit) {
     const ctx = canvas.getContext("2d"), m = p.model, L = m.depth;
@@ -200,14 +274,14 @@
     ctx.setLineDash([]);
   }
   function drawCharts(p, v, mt) {
-    const L = p.model.depth, flat = x => new Array(L).fill(x), Q = "#1f6feb", I = "#b45309";
+    const Q = "#1f6feb", I = "#b45309";
     drawChart(p, p.madChart, [
       { title: "mean attention distance", values: mt.qmad, color: Q }, { values: mt.imad, color: I },
-      { values: flat(mt.umad), color: Q, dash: true }, { values: flat(p.model.uniform.image_mad), color: I, dash: true },
+      { values: mt.umad, color: Q, dash: true }, { values: mt.uimad, color: I, dash: true },
     ], v, "px");
     drawChart(p, p.entChart, [
       { title: "entropy", values: mt.qent, color: Q }, { values: mt.ient, color: I },
-      { values: flat(p.model.uniform.entropy), color: "#6b6b70", dash: true },
+      { values: mt.uent, color: "#6b6b70", dash: true },
     ], v, "nats");
   }
 
@@ -290,7 +364,7 @@
     grid.appendChild(document.createTextNode(" grid"));
     bar.appendChild(grid);
     bar.appendChild(el("span", { class: "hint" },
-      "hover or click a patch · arrows move the query · PageUp/PageDown or [ ] step blocks · h next head"));
+      "hover or click a patch (a token of the shown block: windows and pooled grids in image coordinates) · arrows move the query · PageUp/PageDown or [ ] step blocks · h next head"));
 
     const thumbs = document.getElementById("thumbs");
     ctl.thumbs = DATA.images.map((im, i) => {
@@ -321,18 +395,18 @@
 
   // ------------------------------------------------------------------ panels
   const panels = [];
-  function patchAt(p, event) {
+  function patchAt(p, event) {  // the image point under the mouse (fractions), or null where the block has no query
     const m = p.model, rect = p.gridCanvas.getBoundingClientRect();
-    const x = ((event.clientX - rect.left) / rect.width) * m.size[1], y = ((event.clientY - rect.top) / rect.height) * m.size[0];
-    const r = Math.floor(y / m.patch[0]), c = Math.floor(x / m.patch[1]);
-    if (r < 0 || c < 0 || r >= m.grid[0] || c >= m.grid[1]) return null;
-    return { kind: "patch", y: (r + 0.5) / m.grid[0], x: (c + 0.5) / m.grid[1] };
+    const clamp = v => Math.max(0, Math.min(1 - 1e-9, v));
+    const q = { kind: "patch", y: clamp((event.clientY - rect.top) / rect.height), x: clamp((event.clientX - rect.left) / rect.width) };
+    return tokenOf(m, view(m).block, q) < 0 ? null : q;
   }
   function buildPanel(m, index) {
     const [H, W] = m.size, scale = DISPLAY / Math.max(H, W), width = Math.round(W * scale), height = Math.round(H * scale);
     const section = el("section", { class: "panel", "data-model": String(index) });
     section.appendChild(el("h2", {}, m.label));
-    section.appendChild(el("div", { class: "meta" }, `${m.arch} · ${m.checkpoint} · ${m.grid[0]}x${m.grid[1]} patches of ${m.patch[0]}x${m.patch[1]} px, ${m.heads} heads, ${m.depth} blocks`));
+    const heads = [...new Set(m.blocks.map(b => b.heads))], headText = heads.length > 1 ? `${Math.min(...heads)}–${Math.max(...heads)}` : heads[0];
+    section.appendChild(el("div", { class: "meta" }, `${m.arch} · ${m.checkpoint} · ${m.about}, ${headText} head${headText === 1 ? "" : "s"}, ${m.depth} blocks`));
     const stage = el("div", { class: "stage" });
     stage.style.width = width + "px";
     stage.style.height = height + "px";
@@ -343,7 +417,7 @@
     section.appendChild(stage);
     const prefix = el("div", { class: "prefix" });
     const prefixButtons = [];
-    if (m.prefix > 0) {
+    if (m.prefix_names.length > 0) {
       prefix.appendChild(el("span", { class: "hint" }, "query a prefix token:"));
       m.prefix_names.forEach((name, j) => prefixButtons.push(button(prefix, name, () => {
         state.query = { kind: "prefix", index: j }; state.hover = null; state.ref = index; render();
@@ -362,7 +436,7 @@
       return spans;
     };
     const R = {};
-    for (const name of ["where", "query", "note", "mass", "pred", "map"]) {
+    for (const name of ["where", "about", "query", "note", "mass", "pred", "map"]) {
       R[name] = el("div", name === "note" ? { class: "note" } : {});
       readout.appendChild(R[name]);
     }
@@ -394,15 +468,23 @@
   }
 
   // ------------------------------------------------------------------ keyboard
-  function moveQuery(dr, dc) {
-    const m = models[state.ref] || models[0], [gh, gw] = m.grid;
-    let q = state.query;
-    if (q.kind !== "patch") q = { kind: "patch", y: 0.5 / gh, x: 0.5 / gw };
-    else {
-      const r = Math.max(0, Math.min(gh - 1, Math.floor(q.y * gh) + dr)), c = Math.max(0, Math.min(gw - 1, Math.floor(q.x * gw) + dc));
-      q = { kind: "patch", y: (r + 0.5) / gh, x: (c + 0.5) / gw };
+  function moveQuery(dr, dc) {  // one query cell of the reference model's block (or its first block with patch queries)
+    const m = models[state.ref] || models[0];
+    let l = view(m).block;
+    if (shapeOf(m, l)._.Y.length === 0) l = m.blocks.findIndex((b, i) => shapeOf(m, i)._.Y.length > 0);
+    if (l < 0) return;
+    const S = shapeOf(m, l), g = S._, q = state.query;
+    const row = q.kind === "patch" ? queryAt(S, q.y * m.size[0], q.x * m.size[1]) : -1;
+    let r = 0, c = 0;
+    if (row >= 0) {
+      const [y0, x0] = cellOf(S, row);
+      r = Math.max(0, Math.min(g.Y.length - 1, g.yi.get(y0) + dr));
+      c = Math.max(0, Math.min(g.X.length - 1, g.xi.get(x0) + dc));
     }
-    state.query = q;
+    const next = g.map[r * g.X.length + c];
+    if (next < 0) return;
+    const [y0, x0, h, w] = cellOf(S, next);
+    state.query = { kind: "patch", y: (y0 + h / 2) / m.size[0], x: (x0 + w / 2) / m.size[1] };
     state.hover = null;
     render();
   }

@@ -5,10 +5,12 @@
     attn-grad  mean_heads((dA_L * A_L)^+) of the last layer alone (a common baseline)
 
 ``A_l`` is the attention layer ``l`` applies (hook point ``blocks.l.attn.pattern``:
-softmax(R_l) for ReViT), ``dA_l`` the gradient of the target logit with respect to it.
+softmax(R_l) for ReViT; ``hf.vit.layers.l.attention.pattern`` for Hugging Face), ``dA_l``
+the gradient of the target logit with respect to it.
 The map is, as for rollout, the row of the token the head reads (the class token; the mean
 of the class and distillation rows; the mean of the patch rows for pooling models) over the
-patch keys. For CB models ``A`` leaves out the uniform broadcast term, as rollout does.
+patch keys. For CB models ``A`` leaves out the uniform broadcast term, as rollout does; like
+rollout, both are defined only where every layer attends over the same tokens (``rollout.py``).
 
 One backward pass per batch: image ``b``'s logit depends only on its own ``A_b``, so the
 gradient of the summed target logits with respect to the batch's attention is each image's
@@ -28,7 +30,7 @@ from ...devices import model_device
 from ...errors import AttnlabError
 from ...layout import TokenLayout
 from ..inputs import check_batch_size
-from .rollout import query_map, upsample_maps
+from .rollout import no_rollout_reason, query_map, upsample_maps
 
 GRADIENT_METHODS = ("chefer", "attn-grad")
 
@@ -37,7 +39,7 @@ def attention_and_gradients(model: nn.Module, x: torch.Tensor, targets: Sequence
                             method: str = "chefer") -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
     """``(A, dA)``: each layer's applied attention ``[B, heads, N, N]`` and the gradient of each image's
     target logit with respect to it (only the last layer with ``last_only``), detached."""
-    from ...capture import attention_layers, hooks
+    from ...capture import hook_point_names, hooks
 
     if torch.is_inference_mode_enabled():
         raise AttnlabError(f"{method} needs gradients of the attention, but torch.inference_mode is active; "
@@ -45,10 +47,13 @@ def attention_and_gradients(model: nn.Module, x: torch.Tensor, targets: Sequence
     if len(targets) != len(x):
         raise AttnlabError(f"{len(targets)} targets for {len(x)} images; give one target class per image")
     try:
-        layers = attention_layers(model)
+        points = [n for n in hook_point_names(model) if n.endswith(".pattern")]  # the applied A_l, forward order
     except AttnlabError as e:
         raise AttnlabError(f"{method} needs the model's attention: {e}") from e
-    points = [f"blocks.{i}.attn.pattern" for i, _, _ in layers]
+    reason = no_rollout_reason(model)
+    if reason is not None:
+        raise AttnlabError(f"{method} is not defined for {type(model).__name__}: {reason}; use a CAM method "
+                           "(gradcam, eigencam, ...)")
     if last_only:
         points = points[-1:]
     captured: Dict[str, torch.Tensor] = {}

@@ -1,8 +1,10 @@
 """GradCAM-family maps: pytorch-grad-cam's own classes, targets and ``reshape_transform`` hook.
 
-Two things make them right for any ViT: the token -> grid reshape follows the model's
-layout (``grid.py``), and the target layer is one whose patch tokens get gradient,
-observed through a tap (``layers.py``).
+Two things make them right for any ViT family: the token -> grid reshape follows the model's
+layout, or for Swin and MViTv2 the target stage's grid (``grid.py``), and the target layer
+is one whose patch tokens get gradient, observed through a tap (``layers.py``). AblationCAM
+uses pytorch-grad-cam's ``AblationLayerVit``, which ablates the last (channel) axis: right
+for ``[B, N, C]`` tokens and Swin's ``[B, H, W, C]`` alike.
 
 Errors raised inside pytorch-grad-cam become an ``AttnlabError`` naming the method and
 the cause's message, chained with ``from``; none is swallowed (``BaseCAM.__exit__`` would
@@ -11,7 +13,7 @@ swallow IndexError, so a CAM is never used as a context manager here).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, List, Sequence
+from typing import Callable, Iterator, List, Sequence
 
 import numpy as np
 import torch
@@ -19,9 +21,8 @@ from torch import nn
 
 from ...devices import model_device
 from ...errors import AttnlabError, one_line
-from ...layout import TokenLayout
 from ..inputs import check_batch_size
-from .grid import make_reshape_transform
+from .grid import reshape_transform_for
 from .layers import resolve_layer, tap_layer
 from .options import METHODS, parse_methods
 
@@ -46,7 +47,8 @@ def quiet_progress() -> Iterator[None]:
             m.tqdm = original
 
 
-def _make_cam(method: str, model: nn.Module, tap: nn.Module, layout: TokenLayout, batch_size: int):
+def _make_cam(method: str, model: nn.Module, tap: nn.Module, reshape: Callable[[torch.Tensor], torch.Tensor],
+              batch_size: int):
     """The pytorch-grad-cam object of ``method`` on ``tap``, with its batch size where it has one."""
     import pytorch_grad_cam
 
@@ -54,7 +56,7 @@ def _make_cam(method: str, model: nn.Module, tap: nn.Module, layout: TokenLayout
     kwargs = {}
     if method == "ablationcam":
         kwargs = {"ablation_layer": pytorch_grad_cam.AblationLayerVit(), "batch_size": batch_size}
-    cam = cls(model=model, target_layers=[tap], reshape_transform=make_reshape_transform(layout), **kwargs)
+    cam = cls(model=model, target_layers=[tap], reshape_transform=reshape, **kwargs)
     if method == "scorecam":
         cam.batch_size = batch_size
     return cam
@@ -79,13 +81,13 @@ def compute_cam(
         raise AttnlabError(f"{len(targets)} targets for {len(x)} images; give one target class per image")
     check_batch_size(batch_size)
     name, module = resolve_layer(model, layer)
-    layout = TokenLayout.from_model(model, tuple(x.shape[-2:]))
+    reshape = reshape_transform_for(model, tuple(x.shape[-2:]))
     device = model_device(model)
     was_training = model.training
     out: List[np.ndarray] = []
     try:
         with tap_layer(model, module) as tap, quiet_progress():
-            cam = _make_cam(method, model, tap, layout, batch_size)
+            cam = _make_cam(method, model, tap, reshape, batch_size)
             try:
                 for start in range(0, len(x), batch_size):
                     xb = x[start:start + batch_size].to(device)

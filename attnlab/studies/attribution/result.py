@@ -17,7 +17,8 @@ fraction of patches removed (0, 0.1, ..., 0.9), and their areas ``<curve>_auc``;
 fraction of pixels deleted / inserted, 0..1) and ``deletion_auc`` / ``insertion_auc``
 (``perturbation.py``). Curves are drawn in ``faithfulness_curves.png/.pdf``.
 
-**Arrays** (``gradcam_maps.npz``): ``<model>/<method>`` (and ``<model>/rollout``) maps
+**Arrays** (``gradcam_maps.npz``): ``<model>/<method>`` (and ``<model>/rollout`` where rollout
+is defined: not for Swin, MViTv2 or CaiT, whose layers attend over different tokens) maps
 ``[n, H, W]`` in [0, 1] (pytorch-grad-cam's ``scale_cam_image`` per image; rollout
 likewise, after bilinear upsampling to the input size), ``images`` (the first model's
 inputs, denormalised, ``[n, H, W, C]`` in [0, 1]), ``names`` (each image's file, or
@@ -30,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,7 @@ class ModelAttribution:
     probabilities: np.ndarray       # [n, classes]
     targets: np.ndarray             # [n] class index explained
     maps: Dict[str, np.ndarray]     # method (and "rollout") -> [n, H, W] in [0, 1]
-    rollout_grid: np.ndarray        # [n, gh, gw] raw rollout
+    rollout_grid: Optional[np.ndarray]  # [n, gh, gw] raw rollout; None where rollout is not defined (Swin, ...)
     metrics: Dict[str, Dict[str, np.ndarray]] = field(default_factory=dict)  # method -> metric -> [n]
     curves: Dict[str, Dict[str, Curve]] = field(default_factory=dict)        # method -> curve metric -> curve
 
@@ -157,9 +158,13 @@ class AttributionResult(StudyResult):
         out["target_probabilities"] = np.stack([m.target_probabilities for m in self.models]).astype(np.float32)
         out["labels"] = np.asarray(self.labels, dtype=np.int64)
         out["models"] = np.array([m.label for m in self.models])
-        out["methods"] = np.array(self.methods + [ROLLOUT])
+        out["methods"] = np.array(self.methods + ([ROLLOUT] if self.has_rollout() else []))
         out["layers"] = np.array([m.layer for m in self.models])
         return {NPZ: out}
+
+    def has_rollout(self) -> bool:
+        """Whether any model has a rollout map (not windowed, pooled or class-attention models)."""
+        return any(ROLLOUT in m.maps for m in self.models)
 
     def method_titles(self) -> Dict[str, str]:
         """What the figure says each map is of: ``method @ layer`` for CAMs, else the method's own words."""

@@ -4,6 +4,11 @@ The map is the class token's row of the rollout over the patch keys (the mean of
 class and distillation rows for distilled models, whose eval output averages both
 heads), or, for models that pool patch tokens, the mean of the patch rows. For CB models
 rollout sees only attention, not the uniform broadcast term.
+
+Rollout multiplies the layers' maps, so it is defined only where every layer attends over
+the same tokens: the single-grid families (ViT, DeiT, EVA, BEiT, RelPos, Hugging Face ViTs).
+Swin's windows, MViTv2's pooled keys and CaiT's class attention are not such maps:
+:func:`no_rollout_reason` says why, and nothing stands in for it.
 """
 from __future__ import annotations
 
@@ -32,9 +37,30 @@ def rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
     return result.to(first.dtype)
 
 
+#: How each attention that is not over one grid is named when rollout is left out.
+_NOT_ONE_GRID = {"window": "Swin's windows", "pooled": "MViTv2's pooled keys", "class": "CaiT's class attention"}
+
+
+def no_rollout_reason(model: nn.Module) -> Optional[str]:
+    """Why rollout (and chefer, attn-grad) is not defined for ``model``, in words; None where it is
+    (every layer over the same tokens) or where no attention is known (capture says so then)."""
+    from ...adapters import find_attention
+
+    kinds = sorted({f.adapter.geometry for f in find_attention(model)} - {"grid"})
+    if not kinds:
+        return None
+    names = ", ".join(_NOT_ONE_GRID.get(k, k) for k in kinds)
+    return f"its layers attend over different tokens ({names}), so their maps cannot be multiplied layer by layer"
+
+
 def rollout_queries(model: nn.Module) -> Optional[List[int]]:
     """Token rows whose rollout is the map: class (and distillation) token, or None for the patch mean."""
-    if pools_patch_tokens(model) or getattr(model, "cls_token", None) is None:
+    if pools_patch_tokens(model):
+        return None
+    if hasattr(model, "token_layout") and hasattr(model, "config"):  # a wrapped Hugging Face model: its class token
+        with_teacher = type(getattr(model, "hf", None)).__name__.endswith("WithTeacher")  # DeiT: class + distillation
+        return [0, 1] if with_teacher else [0]
+    if getattr(model, "cls_token", None) is None:
         return None
     rows = [0]
     if getattr(model, "dist_token", None) is not None and not getattr(model, "distilled_training", False):
@@ -46,6 +72,9 @@ def attention_rollout(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``[B, gh, gw]`` attention rollout map of each image (raw rollout mass on each patch)."""
     from ...capture import capture_attention
 
+    reason = no_rollout_reason(model)
+    if reason is not None:
+        raise AttnlabError(f"no attention rollout for {type(model).__name__}: {reason}")
     layout = TokenLayout.from_model(model, tuple(x.shape[-2:]))
     return query_map(rollout(capture_attention(model, x)), model, layout)
 

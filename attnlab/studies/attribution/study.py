@@ -16,15 +16,16 @@ from ...errors import AttnlabError
 from ...paths import PathLike
 from ...spec import InputSpec
 from ..inputs import ImageSelection, LoadedModel, ModelSource, check_batch_size, group_by_input, load_models, plural
+from .attention_gradients import GRADIENT_METHODS
 from .cam import compute_cam
-from ...layout import TokenLayout
 from .faithfulness import ROAD_PERCENTILES, attribution_metrics
 from .layers import auto_layer, resolve_layer
 from .options import (DEFAULT_FAITHFULNESS, DEFAULT_METHODS, METHODS, ROLLOUT, check_target, parse_faithfulness,
                       parse_methods, resolve_targets)
 from .perturbation import DELETION_STEPS, check_deletion_steps, deletion_insertion, perturbation_curves
 from .result import AttributionResult, ModelAttribution, attribution_frame
-from .rollout import attention_rollout, upsample_maps
+from .grid import patch_grid
+from .rollout import attention_rollout, no_rollout_reason, upsample_maps
 
 #: Images explained when ``num_images`` is not given (each one is a row of the figure).
 DEFAULT_NUM_IMAGES = 8
@@ -73,14 +74,19 @@ def _explain_model(m: LoadedModel, x: torch.Tensor, y: np.ndarray, *, methods: L
                          "(no positive attention x gradient)")
         elif zero:
             notes.append(_zero_map_note(m.label, method, name, auto_layer(net), zero, len(x)))
-    grid = _in_batches(lambda xb: attention_rollout(net, xb), x, batch_size, device)
-    maps[ROLLOUT] = upsample_maps(grid, tuple(x.shape[-2:]))
+    reason = no_rollout_reason(net)
+    grid = None
+    if reason is None:
+        grid = _in_batches(lambda xb: attention_rollout(net, xb), x, batch_size, device)
+        maps[ROLLOUT] = upsample_maps(grid, tuple(x.shape[-2:]))
+    else:  # left out, not faked: the rollout column of this model stays empty
+        notes.append(f"{m.label}: no attention rollout: {reason}; the rollout column is left out")
     step()
     result = ModelAttribution(label=m.label, checkpoint=m.checkpoint, arch=m.spec.arch, layer=name, classes=classes,
                               inputs=x, input_spec=m.spec.input, probabilities=probs, targets=targets, maps=maps,
-                              rollout_grid=grid.cpu().numpy())
+                              rollout_grid=None if grid is None else grid.cpu().numpy())
     labels = y if len(y) and (y >= 0).all() else None   # top-1 of perturbed images: vs labels, else vs prediction
-    grid_size = TokenLayout.from_model(net, tuple(x.shape[-2:])).grid_size if "perturbation" in faithfulness else None
+    grid_size = patch_grid(net, tuple(x.shape[-2:])) if "perturbation" in faithfulness else None
     for method, mp in maps.items() if faithfulness else ():
         if "road" in faithfulness:
             values = attribution_metrics(net, x, mp, targets.tolist(), road_percentiles, batch_size)
@@ -111,6 +117,16 @@ def _gradients_possible(methods: Sequence[str]) -> None:
     if needing and torch.is_inference_mode_enabled():
         raise AttnlabError(f"{needing[0]} needs gradients, but torch.inference_mode is active; call explain "
                            "outside inference_mode (torch.no_grad is fine), or use eigencam / scorecam / ablationcam")
+
+
+def _gradient_methods_defined(models: Sequence[LoadedModel], methods: Sequence[str]) -> None:
+    """chefer / attn-grad, like rollout, need every layer over the same tokens: say so before any image is read."""
+    asked = [m for m in methods if m in GRADIENT_METHODS]
+    for m in models if asked else ():
+        reason = no_rollout_reason(m.model)
+        if reason is not None:
+            raise AttnlabError(f"{m.label}: {asked[0]} is not defined for {m.spec.arch}: {reason}; "
+                               "use a CAM method (gradcam, eigencam, ...)")
 
 
 def _top1_note(labelled: bool) -> str:
@@ -176,6 +192,7 @@ def explain(
     dev = resolve_device(device)
     loaded = load_models(models, labels, model=model, pretrained=pretrained, official_config=official_config,
                          input_spec=input_spec)
+    _gradient_methods_defined(loaded, method_list)
     notes: List[str] = []
     steps = steps_per_model(method_list, bool(protocols))
     done: Dict[str, ModelAttribution] = {}

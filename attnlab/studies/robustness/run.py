@@ -22,8 +22,10 @@ from ...spec import InputSpec
 from .conditions import PROTOCOLS, Condition, views
 from .statistics import Outcome, outcome
 
-if TYPE_CHECKING:
-    from ...metrics import AttentionStats
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from ..routing import LayerRouter, RoutedStats
 
 Progress = Optional[Callable[[int], None]]
 
@@ -32,10 +34,12 @@ class RobustnessRun:
     """One model under a fixed set of conditions, fed batch by batch.
 
     ``seed`` seeds the random protocols: two runs with the same seed fed the same batches
-    see the same random views. ``attention_stats`` (condition -> ``AttentionStats``) also
-    measures the attention of each condition's images. ``use_labels=False`` measures the
+    see the same random views. ``attention_metrics`` (e.g. ``("mad_px", "entropy")``) also
+    measures the attention of each condition's images, every layer of every family (grid layers
+    on the model's token layout, windowed / pooled / class attention on each layer's geometry:
+    ``attnlab.studies.routing``); :meth:`attention_frame` gives its rows. ``use_labels=False`` measures the
     label-free metrics only (see :func:`~.statistics.outcome`). ``progress(done)`` hears
-    the number of images seen after each batch.
+    the number of images seen after each batch; ``label`` names the model in errors.
     """
 
     def __init__(
@@ -48,9 +52,10 @@ class RobustnessRun:
         seed: int = 0,
         max_batch: int = 1024,
         device: torch.device = torch.device("cpu"),
-        attention_stats: Optional[Dict[Condition, "AttentionStats"]] = None,
+        attention_metrics: Sequence[str] = (),
         use_labels: bool = True,
         progress: Progress = None,
+        label: str = "the model",
     ) -> None:
         if protocol not in PROTOCOLS:
             raise AttnlabError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
@@ -60,13 +65,19 @@ class RobustnessRun:
         self.protocol = protocol
         self.max_batch = max_batch
         self.device = device
-        self.attention_stats = attention_stats
+        self.router: Optional["LayerRouter"] = None
+        self.attention_stats: Dict[Condition, "RoutedStats"] = {}
+        if attention_metrics:
+            from ..routing import LayerRouter, RoutedStats
+
+            self.router = LayerRouter(self.model)
+            self.attention_stats = {c: RoutedStats(self.router, attention_metrics) for c in self.conditions}
         self.use_labels = use_labels
+        self.label = label
         self.progress = progress
         self.n_images = 0
         self._generator = torch.Generator().manual_seed(seed)
         self._parts: Dict[Condition, List[Outcome]] = {c: [] for c in self.conditions}
-        self._layout = None
 
     def update(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Measure one batch of pixel-space images ``[B, C, H, W]`` and their labels (-1: none)."""
@@ -87,34 +98,50 @@ class RobustnessRun:
         empty = Outcome(*(np.zeros(0) for _ in range(4)))
         return {c: Outcome.concatenate(parts) if parts else empty for c, parts in self._parts.items()}
 
+    def attention_frame(self, model: str, checkpoint: str) -> "pd.DataFrame":
+        """Attention rows of every condition, the mean over heads (``head = -1``) per layer, with
+        the condition's ``transform``, ``magnitude`` and ``magnitude_y`` and the layer's ``stage``."""
+        import pandas as pd
+
+        frames = []
+        for cond, stats in self.attention_stats.items():
+            att = stats.to_frame(model, checkpoint)
+            att = att[att["head"] == -1].drop(columns=["radius"])
+            att["transform"], att["magnitude"], att["magnitude_y"] = cond.transform, cond.magnitude, cond.magnitude_y
+            frames.append(att)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def _probabilities(self, stacked: torch.Tensor, B: int, images: torch.Tensor) -> torch.Tensor:
         """Softmax outputs of ``stacked`` in chunks; attention of each condition's rows to its stats."""
-        from ...capture import hooks
-        from ...layout import TokenLayout
+        from contextlib import ExitStack
 
-        if self.attention_stats and self._layout is None:
-            self._layout = TokenLayout.from_model(self.model, tuple(images.shape[-2:]))
+        from ...capture import hooks
+        from ..stream import checked_forward
+
         out = []
         with torch.inference_mode():
             for start in range(0, stacked.shape[0], self.max_batch):
                 x = stacked[start:start + self.max_batch].to(self.device, non_blocking=True)
-                if self.attention_stats:
+                if self.router is not None:
                     # which condition each row belongs to (rows 0..B-1 are the reference view: -1)
                     rows = torch.arange(start, start + x.shape[0]) // B - 1
-                    with hooks(self.model, "*.attn.pattern", self._attention_sink(rows)):
-                        logits = self.model(x)
+                    self.router.start(tuple(x.shape[-2:]))
+                    with ExitStack() as stack:
+                        stack.enter_context(hooks(self.model, self.router.attention_points(),
+                                                  self._attention_sink(rows)))
+                        self.router.watch(stack)
+                        logits = checked_forward(self.model, x, self.label)
                 else:
-                    logits = self.model(x)
+                    logits = checked_forward(self.model, x, self.label)
                 out.append(logits.float().softmax(-1).cpu())
         return torch.cat(out)
 
     def _attention_sink(self, rows: torch.Tensor) -> Callable[[str, torch.Tensor], None]:
         present = [(cond, rows == k) for k, cond in enumerate(self.conditions) if (rows == k).any()]
 
-        def sink(name: str, t: torch.Tensor) -> None:  # name: blocks.{layer}.attn.pattern
-            layer = int(name.split(".")[1])
+        def sink(name: str, t: torch.Tensor) -> None:
             for cond, sel in present:
-                self.attention_stats[cond].update(layer, t[sel.to(t.device)], self._layout)
+                self.attention_stats[cond].update(name, t, images=sel)
 
         return sink
 
@@ -128,7 +155,7 @@ def evaluate_conditions(
 ) -> Dict[Condition, Outcome]:
     """Run every condition on every batch of pixel-space images; per-image outcomes per condition.
 
-    ``options`` are :class:`RobustnessRun`'s (protocol, seed, max_batch, device, attention_stats,
+    ``options`` are :class:`RobustnessRun`'s (protocol, seed, max_batch, device, attention_metrics,
     use_labels, progress).
     """
     run = RobustnessRun(model, spec, conditions, **options)

@@ -103,13 +103,11 @@ def _label_use(m: LoadedModel, selection: ImageSelection, ignore_class_names: bo
     return True, None
 
 
-def _model_frame(m: LoadedModel, run: RobustnessRun, stats, n_boot: int, seed: int) -> pd.DataFrame:
+def _model_frame(m: LoadedModel, run: RobustnessRun, n_boot: int, seed: int) -> pd.DataFrame:
     """Tidy rows of one model: the metrics of every condition, then its attention per condition."""
     frames = [summarise(run.outcomes(), m.label, m.checkpoint, m.spec.arch, n_boot=n_boot, seed=seed)]
-    for cond, st in (stats or {}).items():
-        att = st.to_frame(m.label, m.checkpoint)
-        att = att[att["head"] == -1].drop(columns=["radius"])
-        att["transform"], att["magnitude"], att["magnitude_y"] = cond.transform, cond.magnitude, cond.magnitude_y
+    if run.attention_stats:
+        att = run.attention_frame(m.label, m.checkpoint)
         att["arch"] = m.spec.arch
         frames.append(att)
     return pd.concat(frames, ignore_index=True)
@@ -153,7 +151,6 @@ def measure_robustness(
     in the ``transform`` column (``shift-h:reflect``); black keeps the plain name.
     """
     from ...devices import resolve_device
-    from ...metrics import AttentionStats
     from ...tables import tidy
 
     check_batch_size(batch_size)
@@ -187,21 +184,20 @@ def measure_robustness(
     for spec, group in group_by_input(loaded).items():
         notes += selection.notes(spec, ", ".join(m.label for m in group))
         n = len(selection.dataset_for(spec.channels))
-        runs, stats = [], []
+        runs = []
         for m in group:
             use_labels, note = label_use[m.label]
             notes += [note] if note else []
-            cond = conditions[m.label]
-            st = {c: AttentionStats(check=False, metrics=ATTENTION_METRICS) for c in cond} if attention else None
-            runs.append(RobustnessRun(m.model, spec, cond, protocol=protocol, seed=seed, max_batch=batch_size,
-                                      device=dev, attention_stats=st, use_labels=use_labels,
+            runs.append(RobustnessRun(m.model, spec, conditions[m.label], protocol=protocol, seed=seed,
+                                      max_batch=batch_size, device=dev,
+                                      attention_metrics=ATTENTION_METRICS if attention else (),
+                                      use_labels=use_labels, label=m.label,
                                       progress=progress_factory(m.label, n) if progress_factory else None))
-            stats.append(st)
         for batch, batch_labels in selection.batches(spec, batch_size, pixel=True):  # decoded once per group
             for run in runs:
                 run.update(batch, batch_labels)
-        for m, run, st in zip(group, runs, stats):
-            frames[m.label] = _model_frame(m, run, st, n_boot, seed)
+        for m, run in zip(group, runs):
+            frames[m.label] = _model_frame(m, run, n_boot, seed)
     rows = pd.concat([frames[m.label] for m in loaded], ignore_index=True)  # in the order the models were given
     counts = {m.spec.num_classes for m in loaded}
     chance = 1.0 / counts.pop() if len(counts) == 1 and min(counts | {1}) > 0 else None
