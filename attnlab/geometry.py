@@ -34,13 +34,17 @@ class LayerGeometry:
     """Positions ``[windows, tokens, 2]`` (y, x pixels; NaN: no position) of one layer's queries and keys.
 
     ``windows`` is how many consecutive maps of a batch belong to one image (Swin: windows
-    per image; 1 otherwise); ``stage`` the model stage the layer belongs to.
+    per image; 1 otherwise); ``stage`` the model stage the layer belongs to; ``unit_px`` the
+    size of the layer's (query) tokens, so that globality radii and non-locality are in tokens
+    of that layer, as they are in patches on a single grid.
     """
 
     query_pos: torch.Tensor
     key_pos: torch.Tensor
     stage: int = 0
     reach: Optional[torch.Tensor] = None  # [windows, Nq] keys each query can reach (a mask's open ones)
+    unit_px: float = 1.0                  # the layer's token size in pixels: the unit of radii and non-locality
+    prefix: int = 0                       # leading keys that are prefix tokens (class token), not padding
 
     @property
     def windows(self) -> int:
@@ -110,7 +114,9 @@ def pooled_attention(grid: Pair, q_stride: Pair, kv_stride: Pair, pixels_per_tok
     _, q = pooled_grid(grid, q_stride, pixels_per_token)
     _, k = pooled_grid(grid, kv_stride, pixels_per_token)
     prefix = torch.full((num_prefix_tokens, 2), math.nan, dtype=torch.float64)
-    return LayerGeometry(torch.cat([prefix, q])[None], torch.cat([prefix, k])[None], stage)
+    unit = float(pixels_per_token[0] * q_stride[0] + pixels_per_token[1] * q_stride[1]) / 2
+    return LayerGeometry(torch.cat([prefix, q])[None], torch.cat([prefix, k])[None], stage, unit_px=unit,
+                         prefix=num_prefix_tokens)
 
 
 def class_queries(num_keys: int, grid: Pair, pixels_per_token: Tuple[float, float],
@@ -120,7 +126,8 @@ def class_queries(num_keys: int, grid: Pair, pixels_per_token: Tuple[float, floa
                       grid_positions(grid, pixels_per_token)])
     if keys.shape[0] != num_keys:
         raise ValueError(f"{num_keys} keys, but {num_prefix_tokens} prefix + {grid[0]}x{grid[1]} tokens")
-    return LayerGeometry(torch.full((1, 1, 2), math.nan, dtype=torch.float64), keys[None], stage)
+    return LayerGeometry(torch.full((1, 1, 2), math.nan, dtype=torch.float64), keys[None], stage,
+                         unit_px=float(sum(pixels_per_token)) / 2, prefix=num_prefix_tokens)
 
 
 def swin_block(block, image: Pair, stage: int = 0) -> LayerGeometry:  # noqa: ANN001
@@ -133,7 +140,8 @@ def swin_block(block, image: Pair, stage: int = 0) -> LayerGeometry:  # noqa: AN
     mask = getattr(block, "attn_mask", None)
     if mask is not None and mask.shape[0] == g.windows:  # timm adds -100 where tokens come from different regions
         open_keys = open_keys & (mask.to(torch.float64) > -50).to(open_keys.device)
-    return LayerGeometry(g.query_pos, g.key_pos, stage, open_keys.sum(-1))
+    return LayerGeometry(g.query_pos, g.key_pos, stage, open_keys.sum(-1),
+                         unit_px=(image[0] / grid[0] + image[1] / grid[1]) / 2)
 
 
 def mvit_attention(module, feat: Pair, image: Pair, n_q: int, n_k: int, stage: int = 0) -> LayerGeometry:  # noqa: ANN001

@@ -153,3 +153,31 @@ def test_padded_windows_renormalise_over_the_keys_with_a_position():
     expected = torch.stack([per_query[b].permute(1, 0, 2)[q[b].permute(1, 0, 2)].reshape(2, -1).mean(-1)
                             for b in range(2)])
     torch.testing.assert_close(per_image(attn, g)[0], expected)
+
+
+def test_globality_nonlocality_and_prefix_mass_on_geometry():
+    from attnlab.metrics.geometric import GeometricStats, per_image_extra
+
+    g = swin_windows((4, 4), (2, 2), (0, 0), (8.0, 8.0))  # 4 windows of 2x2 tokens, 8 px each
+    g = type(g)(g.query_pos, g.key_pos, unit_px=8.0)
+    onehot = torch.zeros(4, 1, 4, 4)
+    onehot[..., 0] = 1.0                                  # every query looks at its window's first token
+    extra = per_image_extra(onehot, g, radii=[0.0, 1.0, 1.5])
+    # distances to token 0 of a 2x2 window: 0, 1, 1, sqrt(2) tokens
+    assert extra["nonlocality"].item() == pytest.approx((0 + 1 + 1 + math.sqrt(2)) / 4)
+    assert extra["globality"][0, 0].tolist() == pytest.approx([3 / 4, 1 / 4, 0.0])
+    assert extra["prefix_mass"].item() == 0.0
+    stats = GeometricStats({"globality", "nonlocality", "mad_px"}, radii=[0.0, 1.0])
+    stats.update(0, onehot, g)
+    rows = stats.rows("m", "c")
+    glob = [r for r in rows if r["metric"] == "globality" and r["head"] == -1]
+    assert [r["radius"] for r in glob] == [0.0, 1.0] and glob[0]["value"] == pytest.approx(0.75)
+
+
+def test_class_attention_has_no_query_metrics_but_entropy():
+    from attnlab.metrics.geometric import GeometricStats
+
+    g = class_queries(1 + 4, (2, 2), (4.0, 4.0))
+    stats = GeometricStats(None)
+    stats.update(0, torch.full((2, 1, 1, 5), 0.2), g)
+    assert {r["metric"] for r in stats.rows("m", "c")} == {"entropy", "entropy_norm"}

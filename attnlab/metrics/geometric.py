@@ -94,6 +94,36 @@ def per_image(attn: torch.Tensor, geometry: LayerGeometry, scores: Optional[torc
     return mad, h.mean(dim=(1, 3)), norm.mean(dim=(1, 3))
 
 
+def per_image_extra(attn: torch.Tensor, geometry: LayerGeometry, radii) -> dict:  # noqa: ANN001
+    """``nonlocality`` (ConViT: sum_j A_ij d_ij over keys with a position, not renormalised, in
+    the layer's token units), ``globality`` (``[B, heads, radii]``: the share of the attention
+    over keys with a position that lies beyond radius r tokens) and ``prefix_mass`` (attention on
+    the prefix keys), each averaged over the queries with a position; ``[B, heads]`` each, empty
+    dict for a layer whose queries have no position (CaiT's class attention)."""
+    a = attn.double()
+    nw = geometry.windows
+    b, heads = a.shape[0] // nw, a.shape[1]
+    d, keys, queries = geometry.distance_terms(a.device)
+    if not bool(queries.any()):
+        return {}
+    aw = a.reshape(b, nw, heads, *a.shape[2:])                                 # [B, W, H, Nq, Nk]
+    q = queries[None, :, None, :].double()
+
+    def over_queries(v: torch.Tensor) -> torch.Tensor:                         # [B, W, H, Nq] -> [B, H]
+        return (v * q).sum(dim=(1, 3)) / q.sum(dim=(1, 3))
+
+    out = {"nonlocality": over_queries((aw * d[None, :, None]).sum(-1) / geometry.unit_px)}
+    on_keys = aw * keys[None, :, None, None, :]
+    mass = on_keys.sum(-1).clamp_min(1e-300)
+    r = torch.as_tensor(list(radii), dtype=torch.float64, device=a.device)
+    beyond = (d[None, :, None, :, :, None] > r * geometry.unit_px)             # [1, W, 1, Nq, Nk, R]
+    share = (on_keys[..., None] * beyond).sum(-2) / mass[..., None]            # [B, W, H, Nq, R]
+    out["globality"] = (share * q[..., None]).sum(dim=(1, 3)) / q.sum(dim=(1, 3))[..., None]
+    out["prefix_mass"] = over_queries(aw[..., :geometry.prefix].sum(-1)) if geometry.prefix \
+        else torch.zeros(b, heads, dtype=torch.float64, device=a.device)
+    return out
+
+
 class GeometricStats:
     """Streaming mean and standard deviation over images of :func:`per_image`'s metrics, per layer and head.
 
@@ -103,30 +133,44 @@ class GeometricStats:
     """
 
     METRICS = ("mad_px", "entropy", "entropy_norm")
+    EXTRA = ("nonlocality", "globality", "prefix_mass")
 
-    def __init__(self, metrics: Optional[set] = None) -> None:
-        self.metrics = [m for m in self.METRICS if metrics is None or m in metrics]
+    def __init__(self, metrics: Optional[set] = None, radii=(0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)) -> None:  # noqa: ANN001
+        self.metrics = [m for m in self.METRICS + self.EXTRA if metrics is None or m in metrics]
+        self.radii = [float(r) for r in radii]
         self._sums: dict = {}
+
+    def _add(self, key: tuple, column: torch.Tensor) -> None:
+        s = self._sums.setdefault(key, [0, 0.0, 0.0])
+        s[0] += column.numel()
+        s[1] += float(column.sum())
+        s[2] += float((column ** 2).sum())
 
     def update(self, layer: int, attn: torch.Tensor, geometry: LayerGeometry,
                scores: Optional[torch.Tensor] = None) -> None:
         values = dict(zip(self.METRICS, per_image(attn, geometry, scores)))
+        if set(self.EXTRA) & set(self.metrics):
+            values.update(per_image_extra(attn, geometry, self.radii))
         for metric in self.metrics:
-            v = values[metric].cpu()                                            # [B, heads]
-            for head, column in [(h, v[:, h]) for h in range(v.shape[1])] + [(-1, v.mean(dim=1))]:
-                s = self._sums.setdefault((layer, head, metric), [0, 0.0, 0.0])
-                s[0] += column.numel()
-                s[1] += float(column.sum())
-                s[2] += float((column ** 2).sum())
+            if metric not in values:  # undefined for this layer (no query has a position)
+                continue
+            v = values[metric].cpu()                                            # [B, heads] (globality: [B, H, R])
+            radii = self.radii if metric == "globality" else [math.nan]
+            for k, radius in enumerate(radii):
+                vr = v[..., k] if metric == "globality" else v
+                for head, column in [(h, vr[:, h]) for h in range(vr.shape[1])] + [(-1, vr.mean(dim=1))]:
+                    self._add((layer, head, metric, radius), column)
 
     def rows(self, model: str, checkpoint: str, attention: str = "applied") -> list:
         out = []
-        for (layer, head, metric), (n, total, squares) in sorted(self._sums.items()):
+        for (layer, head, metric, radius), (n, total, squares) in sorted(
+                self._sums.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], -1 if math.isnan(kv[0][3])
+                                                    else kv[0][3])):
             if n == 0 or not math.isfinite(total):
                 continue
             mean = total / n
             var = max(squares - n * mean * mean, 0.0) / (n - 1) if n > 1 else math.nan
             out.append(dict(model=model, checkpoint=checkpoint, attention=attention, layer=layer, head=head,
-                            metric=metric, radius=math.nan, value=mean, std=math.sqrt(var) if n > 1 else math.nan,
+                            metric=metric, radius=radius, value=mean, std=math.sqrt(var) if n > 1 else math.nan,
                             n_images=n))
         return out

@@ -143,7 +143,7 @@ class RoutedStats:
         self.router = router
         # maps come straight from a softmax inside the capture: no need to re-check their rows
         self.grid = AttentionStats(radii=radii, check=False, metrics=metrics)
-        self.geometric = GeometricStats(set(metrics)) if router.geometric else None
+        self.geometric = GeometricStats(set(metrics), radii) if router.geometric else None
 
     def update(self, name: str, t: torch.Tensor, images: Optional[torch.Tensor] = None) -> None:
         """Measure the map of hook point ``name``; ``images`` (a boolean ``[B]`` mask) keeps some images only."""
