@@ -17,6 +17,8 @@ from typing import Any, Optional, Sequence
 
 def _register() -> None:
     importlib.import_module("attnlab.models.factory")  # registers the zoo on import
+    importlib.import_module("attnlab.models.reswin")  # registers reswin_* (multiscale ReViT on Swin)
+    importlib.import_module("attnlab.models.remvitv2")  # registers remvitv2_* (multiscale ReViT on MViTv2)
 
 
 class _TimmLoader(importlib.abc.Loader):

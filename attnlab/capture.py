@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .adapters import FoundAttention, find_attention, supported_families
+from .adapters import timm_vit
 from .adapters.base import REAL_SOFTMAX
 from .errors import AttnlabError
 from .layout import TokenLayout
@@ -72,7 +73,7 @@ def _points(f: FoundAttention) -> List[str]:
     from .models.residual import ResidualAttention
 
     # the timm ViT adapter serves ViT and ReViT: R_l and softmax(S_l) exist for ReViT's layers only
-    keep_all = isinstance(f.module, ResidualAttention) or "mixed_scores" not in f.adapter.points
+    keep_all = isinstance(f.module, ResidualAttention) or f.adapter.family != timm_vit.ADAPTER.family
     return [p for p in ATTN_POINTS if p in f.adapter.points and (keep_all or p not in RESIDUAL_ONLY)]
 
 

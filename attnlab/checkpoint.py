@@ -51,7 +51,7 @@ class Checkpoint:
 
     spec: Optional[ModelSpec]
     state_dict: Dict[str, torch.Tensor]
-    kind: str  # attnlab | state_dict | official-revit
+    kind: str  # attnlab | state_dict | official-revit | official-remvitv2 | official-reswin
     path: Path
 
     @property
@@ -237,7 +237,7 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
     Returns the spec (for attnlab checkpoints) and the state dict; plain state dicts and
     official ReViT checkpoints come back with ``spec=None`` and their ``kind``.
     """
-    from .models.official import is_official_revit, unwrap_official
+    from .models.official import detect_official
 
     path = Path(path)
     if not path.exists():
@@ -260,9 +260,9 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         if not _is_state_dict(sd):
             raise CheckpointError(f"cannot read {path}: its state_dict is missing or not a dict of tensors")
         return Checkpoint(_spec_from_header(obj, path), dict(sd), "attnlab", path)
-    official = unwrap_official(obj)
-    if official is not None and is_official_revit(official):
-        return Checkpoint(None, official, "official-revit", path)
+    official = detect_official(obj)  # ReViT, ReMViTv2 or ReSwin, as the official code wrote them
+    if official is not None:
+        return Checkpoint(None, official[1], official[0], path)
     if isinstance(obj, Mapping) and not _is_state_dict(obj):
         for key in _WRAPPER_KEYS:
             if _is_state_dict(obj.get(key)):
@@ -383,6 +383,8 @@ def load_model(
     if pretrained:
         raise CheckpointError(f"--pretrained takes a timm model name, but {source_str} is a file; drop --pretrained")
 
+    from .models.official import convert_official, official_for_model
+
     ckpt = read_checkpoint(path)
     if ckpt.kind == "attnlab":
         spec = ckpt.spec
@@ -392,11 +394,9 @@ def load_model(
         if options:
             raise CheckpointError(f"{path} records its model options; drop the extra options {sorted(options)}")
         state_dict = ckpt.state_dict
-    elif ckpt.kind == "official-revit":
-        from .models.official import convert_official_revit, read_official_config
-
-        config = read_official_config(official_config) if official_config is not None else None
-        spec, state_dict = convert_official_revit(ckpt.state_dict, config=config, source=str(path))
+    elif ckpt.kind.startswith("official-") or official_for_model(ckpt.state_dict, model):
+        kind = ckpt.kind if ckpt.kind.startswith("official-") else official_for_model(ckpt.state_dict, model)
+        spec, state_dict = convert_official(kind, ckpt.state_dict, official_config, str(path))
     else:
         if model is None:
             raise CheckpointError(f"{path} is a plain state dict without an architecture; "

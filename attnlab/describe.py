@@ -77,6 +77,7 @@ def describe(model: nn.Module, spec: ModelSpec) -> Dict[str, Any]:
         num_prefix_tokens=layout.num_prefix_tokens if layout is not None else getattr(model, "num_prefix_tokens", 0),
         alpha=values,
         learnable=isinstance(alpha, nn.Parameter),
+        **(model.stage_summary() if hasattr(model, "stage_summary") else {}),  # multiscale ReViT: per stage
     )
 
 

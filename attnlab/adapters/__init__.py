@@ -12,11 +12,12 @@ from typing import List
 
 from torch import nn
 
-from . import beit, cait, eva, hf, mvitv2, relpos, swin, timm_vit
+from . import beit, cait, eva, hf, mvitv2, relpos, remvitv2, reswin, swin, timm_vit
 from .base import Adapter
 
 ADAPTERS: List[Adapter] = [timm_vit.ADAPTER, eva.ADAPTER, beit.ADAPTER, relpos.ADAPTER, cait.TALKING_HEADS,
-                           cait.CLASS_ATTENTION, swin.ADAPTER, mvitv2.ADAPTER, hf.ADAPTER]
+                           cait.CLASS_ATTENTION, reswin.ADAPTER, swin.ADAPTER, remvitv2.ADAPTER, mvitv2.ADAPTER,
+                           hf.ADAPTER]
 
 
 @dataclass

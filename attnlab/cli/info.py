@@ -41,6 +41,11 @@ def format_summary(s: dict) -> str:
         ("input", f"{inp['channels']} x {inp['size'][0]} x {inp['size'][1]}, mean {inp['mean']}, std {inp['std']}, "
                   f"{inp['interpolation']}, crop_pct {inp['crop_pct']}"),
     ]
+    if s.get("heads_per_stage"):
+        lines.append(("stages", f"{s.get('depths') or s.get('stages')} blocks, heads {s['heads_per_stage']}"
+                      + (f", window {s['window_per_stage']}" if s.get("window_per_stage") else "")))
+    if s.get("residual"):
+        lines.append(("residual", str(s["residual"])))
     if s.get("alpha") is not None:
         lines.append(("alpha (a)", f"{s['alpha']} ({s['alpha_mode']})"))
     classes = s["classes"]

@@ -153,3 +153,65 @@ def _closest_arch(embed_dim: int, depth: int, patch: int, img_size: int) -> str:
                 and c["patch_size"] == patch and c["img_size"] == img_size):
             return e.name
     return "revit_base_patch16_224"
+
+
+# ----------------------------------------------------------------------------- the three official families
+
+def detect_official(obj: Any) -> Optional[Tuple[str, Dict[str, torch.Tensor]]]:
+    """``(kind, state dict)`` of a file the official ReViT code wrote, or None.
+
+    ReMViTv2 first (the single-scale test also matches it); ReSwin only where the file says it
+    comes from the official training code (a ``model_state_dict`` / ``model_state`` container or
+    DDP ``module.`` prefixes): Microsoft's own Swin releases have the same keys, so a bare or
+    ``model``-wrapped Swin state dict is ReSwin only when ``--model reswin_*`` says so
+    (:func:`official_for_model`).
+    """
+    from .official_remvitv2 import unwrap_official_remvitv2
+    from .official_reswin import is_official_reswin, unwrap_official_reswin
+
+    multiscale = unwrap_official_remvitv2(obj)
+    if multiscale is not None:
+        return "official-remvitv2", multiscale
+    swin = unwrap_official_reswin(obj)
+    if swin is not None and is_official_reswin(swin) and _from_training_code(obj):
+        return "official-reswin", swin
+    single = unwrap_official(obj)
+    if single is not None and is_official_revit(single):
+        return "official-revit", single
+    return None
+
+
+def _from_training_code(obj: Any) -> bool:
+    if not isinstance(obj, Mapping):
+        return False
+    if any(isinstance(obj.get(k), Mapping) for k in ("model_state_dict", "model_state")):
+        return True
+    inner = obj.get("model", obj)
+    return isinstance(inner, Mapping) and any(str(k).startswith("module.") for k in inner)
+
+
+def official_for_model(state_dict: Mapping[str, Any], model: Optional[str]) -> Optional[str]:
+    """The official kind a plain state dict is when ``--model`` names a multiscale ReViT, else None."""
+    from .official_reswin import is_official_reswin
+
+    if model and model.startswith("reswin") and is_official_reswin(state_dict):
+        return "official-reswin"
+    return None
+
+
+def convert_official(kind: str, state_dict: Mapping[str, torch.Tensor], config_path: Optional[Any],
+                     source: str) -> Tuple[ModelSpec, Dict[str, torch.Tensor]]:
+    """``(spec, attnlab state dict)`` of an official checkpoint of ``kind``."""
+    config = read_official_config(config_path) if config_path is not None else None
+    if kind == "official-revit":
+        return convert_official_revit(state_dict, config=config, source=source)
+    if kind == "official-remvitv2":
+        from .official_remvitv2 import convert_official_remvitv2
+
+        return convert_official_remvitv2(state_dict, config=config, source=source)
+    from .official_reswin import convert_official_reswin
+
+    if config is not None:
+        raise CheckpointError(f"{source} is an official ReSwin checkpoint; --official-config is for the ReViT and "
+                              "ReMViTv2 YAML configs: drop it")
+    return convert_official_reswin(state_dict, source=source)

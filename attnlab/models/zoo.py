@@ -121,9 +121,17 @@ def _entries() -> List[ModelEntry]:
 ENTRIES: Dict[str, ModelEntry] = {e.name: e for e in _entries()}
 
 
+#: The multiscale ReViT families (built on timm's Swin and MViTv2; their sizes are timm's, not the zoo's).
+MULTISCALE_FAMILIES = ("reswin", "remvitv2")
+
+
 def family_of(name: str) -> str:
-    """The family of a model name (``revit_cb_...`` -> ``revit_cb``); other ViTs are ``vit``."""
+    """The family of a model name (``revit_cb_...`` -> ``revit_cb``, ``reswin_...`` -> ``reswin``);
+    other ViTs are ``vit``."""
     base = name.split(".")[0]
+    for fam in MULTISCALE_FAMILIES:
+        if base.startswith(fam + "_"):
+            return fam
     for fam in sorted(FAMILIES, key=len, reverse=True):
         if base.startswith(fam + "_"):
             return fam

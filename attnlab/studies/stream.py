@@ -68,7 +68,8 @@ class AttentionAnalyser:
         tokens = bool(chosen & set(TOKEN_METRICS)) or "high_norm_mass" in chosen
         self.router = LayerRouter(model)
         names = hook_point_names(model)
-        own_points = [n for n in names if own and n.endswith(".attn.own_pattern") and n not in self.router.mixed]
+        own_points = [n for n in names if own and n.endswith(".attn.own_pattern") and n not in self.router.mixed
+                      and self.router.layer_index[n] not in self.router.geometric]  # own maps: grid layers only
         token_points = [n for n in names if tokens and n.endswith(".resid_post") and self.router.single_grid]
         self.points = self.router.attention_points() + own_points + token_points
         # grid layers to AttentionStats on the model's layout; windowed, pooled and class attention on their geometry
