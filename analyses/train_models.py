@@ -1,6 +1,6 @@
 """Train the checkpoints every analysis reads, with the exact settings recorded here.
 
-    uv run python analyses/train_models.py [--dataset fashion-mnist] [--only main|ablation] [--models a,b]
+    uv run python analyses/train_models.py [--dataset fashion-mnist] [--only main|ablation|multiscale] [--models a,b]
 
 main:     vit / revit / vit_cb micro_patch4_32, 2 epochs of the 60,000 Fashion-MNIST training
           images (about 7 minutes each on 2 CPU cores), no augmentation and no label smoothing
@@ -8,6 +8,9 @@ main:     vit / revit / vit_cb micro_patch4_32, 2 epochs of the 60,000 Fashion-M
           batch 64, seed 0, every epoch kept (globality over training)
 ablation: revit micro with a fixed a in {0.25, 0.5, 0.75, 1.0} and with a learnable a, on the
           first 10,000 training images for 2 epochs (same recipe)
+multiscale: the multiscale families against their bases at the main recipe, 2 epochs of all
+          60,000 images: reswin_micro vs the same model with residual=false (timm's Swin), and
+          remvitv2_micro vs residual=false (timm's MViTv2)
 cifar10:  the main three on the 10,000 training images of the CIFAR-10 JPEG folder
           (--data-dir ../shared/data/cifar10-jpeg), 8 epochs (about 5 minutes each) with a
           4-pixel padded random crop and horizontal flips (no RandAugment, mixup or cutmix),
@@ -31,6 +34,12 @@ MAIN = {"vit_micro_patch4_32": {}, "revit_micro_patch4_32": {}, "vit_cb_micro_pa
 ABLATION = {f"revit_micro_a{a}": {"model": "revit_micro_patch4_32", "model_options": f"alpha={a},learn_alpha=false"}
             for a in ("0.25", "0.5", "0.75", "1.0")}
 ABLATION["revit_micro_a-learned"] = {"model": "revit_micro_patch4_32"}
+MULTISCALE = {
+    "reswin_micro": {"model": "reswin_micro_patch2_window4_32"},
+    "swin_micro": {"model": "reswin_micro_patch2_window4_32", "model_options": "residual=false"},
+    "remvitv2_micro": {"model": "remvitv2_micro_32"},
+    "mvitv2_micro": {"model": "remvitv2_micro_32", "model_options": "residual=false"},
+}
 #: Per-dataset changes to RECIPE, and the epochs when --epochs is not given.
 DATASET_RECIPES = {
     "fashion-mnist": dict(epochs=2),
@@ -60,13 +69,13 @@ if __name__ == "__main__":
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--epochs", type=int, default=None, help="default: 2 for fashion-mnist, 8 for cifar10")
-    p.add_argument("--only", choices=["main", "ablation"], default=None)
+    p.add_argument("--only", choices=["main", "ablation", "multiscale"], default=None)
     p.add_argument("--models", default=None, help="comma-separated run names to train (default all of the group)")
     args = p.parse_args()
     picked = set(args.models.split(",")) if args.models else None
-    unknown = picked - set(MAIN) - set(ABLATION) if picked else set()
+    unknown = picked - set(MAIN) - set(ABLATION) - set(MULTISCALE) if picked else set()
     if unknown:
-        p.error(f"unknown run names {sorted(unknown)}; choose from {', '.join([*MAIN, *ABLATION])}")
+        p.error(f"unknown run names {sorted(unknown)}; choose from {', '.join([*MAIN, *ABLATION, *MULTISCALE])}")
     if args.only in (None, "main"):
         for name in MAIN:
             if picked and name not in picked:
@@ -77,3 +86,8 @@ if __name__ == "__main__":
             if picked and name not in picked:
                 continue
             run(name, args.dataset, args.data_dir, args.epochs, 10000, extra)
+    if args.only == "multiscale":
+        for name, extra in MULTISCALE.items():
+            if picked and name not in picked:
+                continue
+            run(name, args.dataset, args.data_dir, args.epochs, None, extra)

@@ -115,9 +115,15 @@ def per_image_extra(attn: torch.Tensor, geometry: LayerGeometry, radii) -> dict:
     out = {"nonlocality": over_queries((aw * d[None, :, None]).sum(-1) / geometry.unit_px)}
     on_keys = aw * keys[None, :, None, None, :]
     mass = on_keys.sum(-1).clamp_min(1e-300)
-    r = torch.as_tensor(list(radii), dtype=torch.float64, device=a.device)
-    beyond = (d[None, :, None, :, :, None] > r * geometry.unit_px)             # [1, W, 1, Nq, Nk, R]
-    share = (on_keys[..., None] * beyond).sum(-2) / mass[..., None]            # [B, W, H, Nq, R]
+    cache = geometry.__dict__.setdefault("_terms", {})  # the indicator [d_ij > r] is the same for every batch
+    key = ("beyond", tuple(float(r) for r in radii), str(a.device))
+    if key not in cache:
+        r = torch.as_tensor(list(radii), dtype=torch.float64, device=a.device)
+        cache[key] = (d[..., None] > r * geometry.unit_px).to(attn.dtype)      # [W, Nq, Nk, R]
+    # a sum of at most Nk products of numbers in [0, 1]: done in the map's precision, divided in float64
+    beyond = torch.einsum("bwhqk,wqkr->bwhqr", attn.reshape(aw.shape) * keys[None, :, None, None, :].to(attn.dtype),
+                          cache[key]).double()
+    share = beyond / mass[..., None]                                           # beyond r, over present keys
     out["globality"] = (share * q[..., None]).sum(dim=(1, 3)) / q.sum(dim=(1, 3))[..., None]
     out["prefix_mass"] = over_queries(aw[..., :geometry.prefix].sum(-1)) if geometry.prefix \
         else torch.zeros(b, heads, dtype=torch.float64, device=a.device)
@@ -140,12 +146,6 @@ class GeometricStats:
         self.radii = [float(r) for r in radii]
         self._sums: dict = {}
 
-    def _add(self, key: tuple, column: torch.Tensor) -> None:
-        s = self._sums.setdefault(key, [0, 0.0, 0.0])
-        s[0] += column.numel()
-        s[1] += float(column.sum())
-        s[2] += float((column ** 2).sum())
-
     def update(self, layer: int, attn: torch.Tensor, geometry: LayerGeometry,
                scores: Optional[torch.Tensor] = None) -> None:
         values = dict(zip(self.METRICS, per_image(attn, geometry, scores)))
@@ -155,11 +155,18 @@ class GeometricStats:
             if metric not in values:  # undefined for this layer (no query has a position)
                 continue
             v = values[metric].cpu()                                            # [B, heads] (globality: [B, H, R])
+            v = v if metric == "globality" else v[..., None]                    # [B, H, R]
+            v = torch.cat([v, v.mean(dim=1, keepdim=True)], dim=1)              # heads, then the mean over heads (-1)
+            n = v.shape[0]
+            sums, squares = v.sum(0).tolist(), (v * v).sum(0).tolist()          # [H + 1][R], one pass
             radii = self.radii if metric == "globality" else [math.nan]
-            for k, radius in enumerate(radii):
-                vr = v[..., k] if metric == "globality" else v
-                for head, column in [(h, vr[:, h]) for h in range(vr.shape[1])] + [(-1, vr.mean(dim=1))]:
-                    self._add((layer, head, metric, radius), column)
+            heads = list(range(v.shape[1] - 1)) + [-1]
+            for h, head in enumerate(heads):
+                for k, radius in enumerate(radii):
+                    s = self._sums.setdefault((layer, head, metric, radius), [0, 0.0, 0.0])
+                    s[0] += n
+                    s[1] += sums[h][k]
+                    s[2] += squares[h][k]
 
     def rows(self, model: str, checkpoint: str, attention: str = "applied") -> list:
         out = []
