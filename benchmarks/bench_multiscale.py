@@ -22,14 +22,17 @@ import attnlab
 from attnlab.studies.attention import ENTROPY_METRICS, GLOBALITY_METRICS
 from attnlab.studies.stream import AttentionAnalyser
 
-PAIRS = {"ReSwin / Swin": "reswin_micro_patch2_window4_32", "ReMViTv2 / MViTv2": "remvitv2_micro_32"}
+SIZES = {  # name, input size, channels
+    "micro": {"ReSwin / Swin": ("reswin_micro_patch2_window4_32", 32, 1), "ReMViTv2 / MViTv2": ("remvitv2_micro_32", 32, 1)},
+    "tiny": {"ReSwin / Swin": ("reswin_tiny_patch4_window7_224", 224, 3), "ReMViTv2 / MViTv2": ("remvitv2_tiny", 224, 3)},
+}
 
 
-def step_time(name: str, residual: bool, batch: int, steps: int, clock) -> float:  # noqa: ANN001
+def step_time(name: str, size: int, chans: int, residual: bool, batch: int, steps: int, clock) -> float:  # noqa: ANN001
     torch.manual_seed(0)
-    model = attnlab.create_model(name, residual=residual, in_chans=1, num_classes=10).train()
+    model = attnlab.create_model(name, residual=residual, in_chans=chans, num_classes=10).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x, y = torch.randn(batch, 1, 32, 32), torch.randint(0, 10, (batch,))
+    x, y = torch.randn(batch, chans, size, size), torch.randint(0, 10, (batch,))
     times = []
     for s in range(steps + 1):
         t = clock()
@@ -42,10 +45,10 @@ def step_time(name: str, residual: bool, batch: int, steps: int, clock) -> float
     return statistics.median(times)
 
 
-def analysis_ratio(name: str, batch: int, batches: int, clock) -> float:  # noqa: ANN001
+def analysis_ratio(name: str, size: int, chans: int, batch: int, batches: int, clock) -> float:  # noqa: ANN001
     torch.manual_seed(0)
-    model = attnlab.create_model(name, in_chans=1, num_classes=10).eval()
-    xs = [torch.randn(batch, 1, 32, 32) for _ in range(batches)]
+    model = attnlab.create_model(name, in_chans=chans, num_classes=10).eval()
+    xs = [torch.randn(batch, chans, size, size) for _ in range(batches)]
     with torch.inference_mode():
         model(xs[0])
         t = clock()
@@ -68,16 +71,19 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--size", choices=sorted(SIZES), default="micro", help="micro (32 px) or tiny (224 px)")
     add_clock_options(ap)
     args = ap.parse_args()
     clock = setup_clock(args)
+    print(f"{args.size} models, batch {args.batch_size}")
     print(f"{'pair':<20} {'step ratio':>10} {'analysis / forward':>20}")
-    for label, name in PAIRS.items():
+    for label, (name, size, chans) in SIZES[args.size].items():
         ratios = []
         for _ in range(args.rounds):  # interleaved: residual, base, residual, base, ...
-            ratios.append(step_time(name, True, args.batch_size, args.steps, clock)
-                          / step_time(name, False, args.batch_size, args.steps, clock))
-        analysis = statistics.median(analysis_ratio(name, args.batch_size, 4, clock) for _ in range(args.rounds))
+            ratios.append(step_time(name, size, chans, True, args.batch_size, args.steps, clock)
+                          / step_time(name, size, chans, False, args.batch_size, args.steps, clock))
+        analysis = statistics.median(analysis_ratio(name, size, chans, args.batch_size, 4, clock)
+                                     for _ in range(args.rounds))
         print(f"{label:<20} {statistics.median(ratios):>9.2f}x {analysis:>19.2f}x")
 
 
