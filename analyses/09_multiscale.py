@@ -6,7 +6,7 @@ from each run's record, then mean attention distance and entropy per layer on te
 on each layer's window / pooled geometry. Writes figures/09_multiscale/.
 """
 import pandas as pd
-from common import RUNS, dataset_args, out_dir, parser
+from common import RUNS, checkpoint, dataset_args, out_dir, parser
 
 import attnlab
 from attnlab.studies import ENTROPY_METRICS, GLOBALITY_METRICS
@@ -18,10 +18,7 @@ RUNS_BY_LABEL = {"ReSwin": "reswin_micro", "Swin": "swin_micro", "ReMViTv2": "re
 if __name__ == "__main__":
     args = parser(__doc__).parse_args()
     folder = RUNS / args.dataset
-    missing = [run for run in RUNS_BY_LABEL.values() if not (folder / run / "best.pt").exists()]
-    if missing:
-        raise SystemExit(f"no runs {', '.join(missing)}: run `uv run python analyses/train_models.py --only multiscale`")
-    paths = {label: str(folder / run / "best.pt") for label, run in RUNS_BY_LABEL.items()}
+    paths = {label: str(checkpoint(run, args.dataset)) for label, run in RUNS_BY_LABEL.items()}  # runs/, else committed
     result = attnlab.measure_attention(list(paths.values()), list(paths), num_images=args.images,
                                        metrics=GLOBALITY_METRICS[:1] + ENTROPY_METRICS[:2], **dataset_args(args))
     rows = []
