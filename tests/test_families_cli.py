@@ -97,3 +97,25 @@ def test_an_unsupported_model_is_one_line(tmp_path, images):
     ckpt = attnlab.save_checkpoint(model, tmp_path / "r.pt", input_spec=spec)
     r = runner.invoke(app, ["globality", "--ckpt", str(ckpt), "--images", str(images), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "supported families" in r.stderr and "\n" not in r.stderr.strip()
+
+
+@pytest.mark.parametrize("name", ["reswin_micro_patch2_window4_32", "remvitv2_micro_32"])
+def test_multiscale_revit_through_every_study(tmp_path, name):
+    torch.manual_seed(0)
+    spec = attnlab.InputSpec(size=(32, 32), channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    ckpt = attnlab.save_checkpoint(attnlab.create_model(name, num_classes=3), tmp_path / "m.pt", input_spec=spec)
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    for command, extra, csv in [("globality", [], "globality.csv"), ("entropy", [], "entropy.csv"),
+                                ("robustness", ["--attention", "--shifts", "0,2", "--scales", "none"], "robustness.csv"),
+                                ("gradcam", ["--no-metrics"], "gradcam.csv")]:
+        out = tmp_path / command
+        r = runner.invoke(app, [command, "--ckpt", str(ckpt), "--images", str(d), "--out", str(out), *extra])
+        assert r.exit_code == 0, (command, r.output)
+        df = pd.read_csv(out / csv)
+        assert len(df) and np.isfinite(df["value"].dropna()).all(), command
+        if command == "robustness":
+            assert (df["metric"] == "mad_px").any() and df["stage"].max() >= 1
