@@ -63,26 +63,20 @@ def uniform_in_windows(geometry: LayerGeometry) -> float:
     return float(per_query[q_ok].mean())
 
 
-def per_image(attn: torch.Tensor, geometry: LayerGeometry, scores: Optional[torch.Tensor] = None
-              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def per_image(attn: torch.Tensor, geometry: LayerGeometry, scores: Optional[torch.Tensor] = None,
+              distance: bool = True, entropy: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(mad_px, entropy, entropy_norm)`` per image and head, ``[B, heads]`` each, of maps
-    ``[B * windows, heads, Nq, Nk]`` laid out as ``geometry`` says (see :func:`mean_distance`)."""
+    ``[B * windows, heads, Nq, Nk]`` laid out as ``geometry`` says (see :func:`mean_distance`);
+    ``distance`` / ``entropy`` False skip that part (NaN in its place)."""
     a = attn.double()
     nw = geometry.windows
     b = a.shape[0] // nw
     heads = a.shape[1]
-    d, keys, queries = geometry.distance_terms(a.device)                       # [W, Nq, Nk], [W, Nk], [W, Nq]
+    nan = torch.full((b, heads), math.nan, dtype=torch.float64)
     aw = a.reshape(b, nw, heads, *a.shape[2:])
-    dist = (aw * d[None, :, None]).sum(-1)                                     # sum_j A_ij d_ij  [B, W, H, Nq]
-    if not bool(keys.all()):                                                   # renormalise over keys with a position
-        dist = dist / (aw * keys[None, :, None, None, :]).sum(-1).clamp_min(1e-300)
-    if not bool(queries.any()):                                                # class attention: no distance
-        mad = torch.full((b, heads), math.nan, dtype=torch.float64)
-    elif bool(queries.all()):
-        mad = dist.mean(dim=(1, 3))
-    else:                                                                      # mean over queries with a position
-        q = queries[None, :, None, :].double()
-        mad = (dist * q).sum(dim=(1, 3)) / q.sum(dim=(1, 3))
+    mad = _distance(aw, geometry, b, heads) if distance else nan
+    if not entropy:
+        return mad, nan, nan
     h = -torch.special.xlogy(aw, aw).sum(-1)                                   # [B, W, H, Nq]
     if scores is not None:
         reach = reachable_keys(scores, attn).double().reshape(b, nw, heads, -1)
@@ -92,6 +86,20 @@ def per_image(attn: torch.Tensor, geometry: LayerGeometry, scores: Optional[torc
         reach = torch.full_like(h, aw.shape[-1])
     norm = torch.where(reach > 1, h / torch.log(reach.clamp_min(2)), torch.zeros_like(h))
     return mad, h.mean(dim=(1, 3)), norm.mean(dim=(1, 3))
+
+
+def _distance(aw: torch.Tensor, geometry: LayerGeometry, b: int, heads: int) -> torch.Tensor:
+    """Mean attention distance ``[B, heads]`` (px) of maps ``[B, W, H, Nq, Nk]``."""
+    d, keys, queries = geometry.distance_terms(aw.device)                      # [W, Nq, Nk], [W, Nk], [W, Nq]
+    dist = (aw * d[None, :, None]).sum(-1)                                     # sum_j A_ij d_ij  [B, W, H, Nq]
+    if not bool(keys.all()):                                                   # renormalise over keys with a position
+        dist = dist / (aw * keys[None, :, None, None, :]).sum(-1).clamp_min(1e-300)
+    if not bool(queries.any()):                                                # class attention: no distance
+        return torch.full((b, heads), math.nan, dtype=torch.float64)
+    if bool(queries.all()):
+        return dist.mean(dim=(1, 3))
+    q = queries[None, :, None, :].double()                                     # mean over queries with a position
+    return (dist * q).sum(dim=(1, 3)) / q.sum(dim=(1, 3))
 
 
 def per_image_extra(attn: torch.Tensor, geometry: LayerGeometry, radii) -> dict:  # noqa: ANN001
@@ -113,16 +121,16 @@ def per_image_extra(attn: torch.Tensor, geometry: LayerGeometry, radii) -> dict:
         return (v * q).sum(dim=(1, 3)) / q.sum(dim=(1, 3))
 
     out = {"nonlocality": over_queries((aw * d[None, :, None]).sum(-1) / geometry.unit_px)}
-    on_keys = aw * keys[None, :, None, None, :]
-    mass = on_keys.sum(-1).clamp_min(1e-300)
+    every_key = bool(keys.all())  # no padding: each row's mass over keys with a position is the whole row
+    mass = aw.sum(-1).clamp_min(1e-300) if every_key else (aw * keys[None, :, None, None, :]).sum(-1).clamp_min(1e-300)
     cache = geometry.__dict__.setdefault("_terms", {})  # the indicator [d_ij > r] is the same for every batch
     key = ("beyond", tuple(float(r) for r in radii), str(a.device))
     if key not in cache:
         r = torch.as_tensor(list(radii), dtype=torch.float64, device=a.device)
         cache[key] = (d[..., None] > r * geometry.unit_px).to(attn.dtype)      # [W, Nq, Nk, R]
     # a sum of at most Nk products of numbers in [0, 1]: done in the map's precision, divided in float64
-    beyond = torch.einsum("bwhqk,wqkr->bwhqr", attn.reshape(aw.shape) * keys[None, :, None, None, :].to(attn.dtype),
-                          cache[key]).double()
+    present = attn.reshape(aw.shape) if every_key else attn.reshape(aw.shape) * keys[None, :, None, None, :].to(attn.dtype)
+    beyond = torch.einsum("bwhqk,wqkr->bwhqr", present, cache[key]).double()
     share = beyond / mass[..., None]                                           # beyond r, over present keys
     out["globality"] = (share * q[..., None]).sum(dim=(1, 3)) / q.sum(dim=(1, 3))[..., None]
     out["prefix_mass"] = over_queries(aw[..., :geometry.prefix].sum(-1)) if geometry.prefix \
@@ -148,7 +156,9 @@ class GeometricStats:
 
     def update(self, layer: int, attn: torch.Tensor, geometry: LayerGeometry,
                scores: Optional[torch.Tensor] = None) -> None:
-        values = dict(zip(self.METRICS, per_image(attn, geometry, scores)))
+        want = set(self.metrics)
+        values = dict(zip(self.METRICS, per_image(attn, geometry, scores, distance="mad_px" in want,
+                                                  entropy=bool(want & {"entropy", "entropy_norm"}))))
         if set(self.EXTRA) & set(self.metrics):
             values.update(per_image_extra(attn, geometry, self.radii))
         for metric in self.metrics:
