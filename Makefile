@@ -41,7 +41,7 @@ demo: env data
 	$(RUN) attnlab demo --out $(OUT)
 
 test: env data browser
-	$(RUN) pytest -n $(JOBS) -q
+	ATTNLAB_STRICT_TESTS=1 $(RUN) pytest -n $(JOBS) -q
 
 clean:
 	rm -rf .venv .pytest_cache out

@@ -26,17 +26,29 @@ def _first(env: str, candidates, name: str):
     return found if found and os.path.exists(found) else None
 
 
+#: Set by `make test` (which installs chromium, chromedriver and selenium first): there a missing
+#: browser is a failure, not a skip.
+STRICT = os.environ.get("ATTNLAB_STRICT_TESTS") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Skip a browser test where the browser cannot be had; fail it where `make test` promised one."""
+    if STRICT:
+        pytest.fail(f"{reason}; `make test` installs it (ATTNLAB_STRICT_TESTS=1)")
+    pytest.skip(reason)
+
+
 def start_chromium(width: int = 1400, height: int = 1000):
     """A headless Chromium WebDriver with browser console logging on; skips the test if it cannot start."""
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        pytest.skip(f"selenium is not installed ({INSTALL})")
+        unavailable(f"selenium is not installed ({INSTALL})")
     binary = _first("ATTNLAB_CHROMIUM", CHROMIUM, "chromium")
     driver_path = _first("ATTNLAB_CHROMEDRIVER", CHROMEDRIVER, "chromedriver")
     if binary is None or driver_path is None:
-        pytest.skip(f"no {'chromium' if binary is None else 'chromedriver'} found ({INSTALL})")
+        unavailable(f"no {'chromium' if binary is None else 'chromedriver'} found ({INSTALL})")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
@@ -46,7 +58,7 @@ def start_chromium(width: int = 1400, height: int = 1000):
     try:
         return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     except Exception as e:  # a browser that is installed but cannot start is an environment problem
-        pytest.skip(f"headless chromium did not start: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+        unavailable(f"headless chromium did not start: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
 
 
 def console_errors(driver) -> List[str]:
