@@ -8,12 +8,12 @@ into tensors for a model's :class:`~attnlab.spec.InputSpec`.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from .._lazy import lazy_exports
 from ..errors import AttnlabError
 from .base import ArrayDataset, FileDataset, ImageDataset, PathLike, Transform, cache_root, convert_image, mode_for
 from .cifar import RestrictedUnpickler, load_cifar10, load_cifar100, safe_load_pickle
@@ -51,12 +51,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:  # transforms import timm: load them on first use
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, _ = lazy_exports(__name__, _LAZY)  # transforms import timm: load them on first use
 
 
 def dataset_names() -> List[str]:

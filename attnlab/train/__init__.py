@@ -13,6 +13,7 @@ import importlib
 import sys
 from typing import Any
 
+from .._lazy import lazy_exports
 from .config import TrainConfig, read_config_file, resolve_config
 
 _LAZY = {
@@ -31,13 +32,7 @@ _LAZY = {
 __all__ = ["TrainConfig", "read_config_file", "resolve_config", *sorted(_LAZY)]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 class _CallableModule(type(importlib)):
