@@ -1,6 +1,7 @@
 """Train the checkpoints every analysis reads, with the exact settings recorded here.
 
-    uv run python analyses/train_models.py [--dataset fashion-mnist] [--only main|ablation|multiscale] [--models a,b]
+    uv run python analyses/train_models.py [--dataset fashion-mnist] [--only main|ablation|multiscale]
+        [--models a,b] [--seeds 0,1,2]
 
 main:     vit / revit / vit_cb micro_patch4_32, 2 epochs of the 60,000 Fashion-MNIST training
           images (about 7 minutes each on 2 CPU cores), no augmentation and no label smoothing
@@ -15,13 +16,18 @@ cifar10:  the main three on the 10,000 training images of the CIFAR-10 JPEG fold
           (--data-dir ../shared/data/cifar10-jpeg), 8 epochs (about 5 minutes each) with a
           4-pixel padded random crop and horizontal flips (no RandAugment, mixup or cutmix),
           otherwise the same recipe
-Runs go to runs/<dataset>/<name>/ (last.pt, best.pt, epoch_<k>.pt, metrics.csv); a finished
-run is skipped, an interrupted one resumed.
+Each run is trained once per seed (--seeds, default 0,1,2 for main and ablation, 0 for the others)
+into runs/<dataset>/<name>/seed<k>/ (last.pt, best.pt, epoch_<k>.pt, metrics.csv) and records
+itself in run.json there: the command that trained it, its seed, epochs, images, wall time and
+best top-1. A finished run is skipped, an interrupted one resumed.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
+import time
 from typing import Optional
 
 from common import RUNS, dataset_args
@@ -47,21 +53,28 @@ DATASET_RECIPES = {
 }
 
 
-def run(name: str, dataset: str, data_dir, epochs: Optional[int], subset, extra: dict) -> None:
-    out = RUNS / dataset / name
+def run(name: str, dataset: str, data_dir, epochs: Optional[int], subset, extra: dict, seed: int = 0) -> None:
+    out = RUNS / dataset / name / f"seed{seed}"
     info = out / "resume.json"
     if info.exists() and json.loads(info.read_text()).get("finished"):
-        print(f"{name}: finished, skipping")
+        print(f"{name} seed {seed}: finished, skipping")
         return
     data = dataset_args(argparse.Namespace(dataset=dataset, data_dir=data_dir))
     recipe = {**RECIPE, **DATASET_RECIPES.get(dataset, {})}
     if epochs is not None:
         recipe["epochs"] = epochs
-    cfg = TrainConfig(**{**recipe, "model": extra.get("model", name), **data,
+    cfg = TrainConfig(**{**recipe, "seed": seed, "model": extra.get("model", name), **data,
                          "subset": subset, "out": str(out),
                          **{k: v for k, v in extra.items() if k != "model"}})
+    started = time.time()
     result = train(cfg.validate(), resume=info.exists(), log=print)
-    print(f"{name}: best top-1 {result.best_top1:.2f}% at epoch {result.best_epoch}")
+    record = {"run": name, "seed": seed, "model": cfg.model, "model_options": cfg.model_options,
+              "dataset": dataset, "epochs": cfg.epochs, "train_images": subset, "best_top1": result.best_top1,
+              "best_epoch": result.best_epoch, "train_seconds": sum(r["seconds"] for r in result.history),
+              "wall_seconds_this_call": round(time.time() - started, 1),
+              "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv])}
+    (out / "run.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{name} seed {seed}: best top-1 {result.best_top1:.2f}% at epoch {result.best_epoch}")
 
 
 if __name__ == "__main__":
@@ -71,7 +84,9 @@ if __name__ == "__main__":
     p.add_argument("--epochs", type=int, default=None, help="default: 2 for fashion-mnist, 8 for cifar10")
     p.add_argument("--only", choices=["main", "ablation", "multiscale"], default=None)
     p.add_argument("--models", default=None, help="comma-separated run names to train (default all of the group)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2 for main and ablation, 0 otherwise)")
     args = p.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     picked = set(args.models.split(",")) if args.models else None
     unknown = picked - set(MAIN) - set(ABLATION) - set(MULTISCALE) if picked else set()
     if unknown:
@@ -80,14 +95,17 @@ if __name__ == "__main__":
         for name in MAIN:
             if picked and name not in picked:
                 continue
-            run(name, args.dataset, args.data_dir, args.epochs, None, {"keep_epochs": "all"})
+            for seed in seeds or [0, 1, 2]:
+                run(name, args.dataset, args.data_dir, args.epochs, None, {"keep_epochs": "all"}, seed)
     if args.only in (None, "ablation"):
         for name, extra in ABLATION.items():
             if picked and name not in picked:
                 continue
-            run(name, args.dataset, args.data_dir, args.epochs, 10000, extra)
+            for seed in seeds or [0, 1, 2]:
+                run(name, args.dataset, args.data_dir, args.epochs, 10000, extra, seed)
     if args.only == "multiscale":
         for name, extra in MULTISCALE.items():
             if picked and name not in picked:
                 continue
-            run(name, args.dataset, args.data_dir, args.epochs, None, extra)
+            for seed in seeds or [0]:
+                run(name, args.dataset, args.data_dir, args.epochs, None, extra, seed)

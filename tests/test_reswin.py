@@ -182,19 +182,25 @@ def test_geometric_index_follows_pixels_through_the_shift():
     assert torch.allclose(weight.sum(-1)[seen.flatten()], torch.ones(int(seen.sum())))
 
 
-def test_an_official_layout_checkpoint_converts_to_the_same_logits(x, tmp_path):
-    model = _micro()
-    sd = model.state_dict()
+def _official_layout(model: torch.nn.Module, buffers: bool = True) -> dict:
+    """``model``'s weights as the official code names them: merging at the end of a stage, a bare
+    head, and (``buffers``) the relative position index and shifted-window mask buffers."""
     official = {}
-    for k, v in sd.items():  # as the official code names them: merging at the end of a stage, bare head
+    for k, v in model.state_dict().items():
         if k.startswith("layers.1.downsample."):
             k = "layers.0.downsample." + k[len("layers.1.downsample."):]
         official[k.replace("head.fc.", "head.")] = v
-    for i, stage in enumerate(model.layers):
+    for i, stage in enumerate(model.layers if buffers else ()):
         for j, block in enumerate(stage.blocks):
             official[f"layers.{i}.blocks.{j}.attn.relative_position_index"] = block.attn.relative_position_index
             if block.attn_mask is not None:
                 official[f"layers.{i}.blocks.{j}.attn_mask"] = block.attn_mask
+    return official
+
+
+def test_an_official_layout_checkpoint_converts_to_the_same_logits(x, tmp_path):
+    model = _micro()
+    official = _official_layout(model)
     path = tmp_path / "reswin.pth"
     torch.save({"epoch": 3, "model_state_dict": {f"module.{k}": v for k, v in official.items()}}, path)
     loaded, spec = load_official_reswin(torch.load(path, weights_only=True), source=str(path))
@@ -267,16 +273,7 @@ def test_load_model_reads_official_reswin_files_and_tells_them_from_swin(x, tmp_
     import attnlab
 
     model = _micro()
-    official = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("layers.1.downsample."):
-            k = "layers.0.downsample." + k[len("layers.1.downsample."):]
-        official[k.replace("head.fc.", "head.")] = v
-    for i, stage in enumerate(model.layers):  # the buffers the official files carry (the image size is read off them)
-        for j, block in enumerate(stage.blocks):
-            official[f"layers.{i}.blocks.{j}.attn.relative_position_index"] = block.attn.relative_position_index
-            if block.attn_mask is not None:
-                official[f"layers.{i}.blocks.{j}.attn_mask"] = block.attn_mask
+    official = _official_layout(model)  # with the buffers (the image size is read off the mask)
     ddp = tmp_path / "ddp.pth"
     torch.save({"epoch": 1, "model_state_dict": {f"module.{k}": v for k, v in official.items()}}, ddp)
     loaded, spec = attnlab.load_model(ddp)  # the training code's container says it is ReSwin
@@ -288,3 +285,38 @@ def test_load_model_reads_official_reswin_files_and_tells_them_from_swin(x, tmp_
     assert attnlab.read_checkpoint(bare).kind == "state_dict"
     loaded, spec = attnlab.load_model(bare, model=MICRO)
     assert spec.kind == "official-reswin"
+
+
+def test_the_official_reswin_config_is_checked_against_the_weights(x, tmp_path):
+    import attnlab
+
+    model = _micro()
+    official = _official_layout(model, buffers=False)  # the image size then comes from the config
+    ckpt = tmp_path / "reswin.pth"
+    torch.save({"epoch": 1, "model_state_dict": {f"module.{k}": v for k, v in official.items()}}, ckpt)
+
+    def config(name: str, **changes) -> str:
+        section = {"patch_size": 2, "in_chans": 3, "embed_dim": 32, "depths": [2, 2], "num_heads": [2, 4],
+                   "windw_size": 4, "mlp_ratio": 4, "qkv_bias": True, "ape": False, "drop_path": 0.2, **changes}
+        lines = ["MODEL:", "  num_classes: 10", "ReSwin:"] + [f"  {k}: {v}" for k, v in section.items()]
+        lines += ["DATA:", "  mean: [0.5, 0.5, 0.5]", "  std: [0.25, 0.25, 0.25]", "  crop_size: 32", "  VAL_CROP_RATIO: 0.9"]
+        path = tmp_path / name
+        path.write_text("\n".join(lines).replace("True", "true").replace("False", "false") + "\n")
+        return str(path)
+
+    loaded, spec = attnlab.load_model(ckpt, official_config=config("ok.yaml"))   # the release's misspelt key too
+    assert spec.kind == "official-reswin" and spec.input.mean == (0.5, 0.5, 0.5) and spec.input.crop_pct == 0.9
+    assert spec.options["drop_path_rate"] == 0.2
+    with torch.no_grad():
+        assert (loaded(x) - model(x)).abs().max() < 1e-6
+    for changes, message in (({"num_heads": [3, 6]}, "num_heads \\[3, 6\\], the weights \\[2, 4\\]"),
+                             ({"windw_size": 7}, "window_size 7, the weights 4"),
+                             ({"depths": [2, 6]}, "depths \\[2, 6\\], the weights \\[2, 2\\]"),
+                             ({"ape": True}, "ape: True")):
+        with pytest.raises(CheckpointError, match=message) as err:
+            attnlab.load_model(ckpt, official_config=config("bad.yaml", **changes))
+        assert "\n" not in str(err.value)
+    revit_cfg = tmp_path / "revit.yaml"
+    revit_cfg.write_text("ReViT:\n  num_heads: 4\n")
+    with pytest.raises(CheckpointError, match="not an official ReSwin config .*it is a ReViT config"):
+        attnlab.load_model(ckpt, official_config=revit_cfg)

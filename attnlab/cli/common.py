@@ -19,7 +19,7 @@ ModelOption = Annotated[Optional[str], typer.Option(
 PretrainedOption = Annotated[bool, typer.Option(
     "--pretrained", help="Treat --ckpt as a timm model name and load its published weights.")]
 OfficialConfigOption = Annotated[Optional[Path], typer.Option(
-    "--official-config", help="YAML config of an official ReViT checkpoint (gives the number of heads).")]
+    "--official-config", help="YAML config of an official ReViT, ReMViTv2 or ReSwin checkpoint (checked against the weights; gives ReViT its number of heads).")]
 IgnoreClassNamesOption = Annotated[bool, typer.Option(
     "--ignore-class-names", help="Score against the dataset's labels even though its class names are not the "
     "model's (relabelled data).")]

@@ -63,78 +63,97 @@ def uniform_in_windows(geometry: LayerGeometry) -> float:
     return float(per_query[q_ok].mean())
 
 
+def key_sums(attn: torch.Tensor, geometry: LayerGeometry, radii=()) -> torch.Tensor:  # noqa: ANN001
+    """``[B, W, H, Nq, 2 + R]`` float64 sums over each query's keys with a position: the mass
+    ``sum_j A_ij``, the distance ``sum_j A_ij d_ij`` (px) and, per radius r (in the layer's
+    token units), ``sum_j A_ij [d_ij > r]``, of maps ``[B * windows, heads, Nq, Nk]``.
+
+    One batched matrix product against a ``[W, Nq, Nk, 2 + R]`` table made once per geometry
+    (the terms depend on positions only), instead of a pass over the maps per quantity."""
+    nw = geometry.windows
+    b, heads, nq, nk = attn.shape[0] // nw, *attn.shape[1:]
+    cache = geometry.__dict__.setdefault("_terms", {})  # not a field: equality and hashing ignore it
+    key = ("sums", tuple(float(r) for r in radii), str(attn.device))
+    if key not in cache:
+        d, keys, _ = geometry.distance_terms(attn.device)
+        present = keys[:, None, :, None].double().expand(*d.shape, 1)             # [W, Nq, Nk, 1]
+        r = torch.as_tensor([float(v) for v in radii], dtype=torch.float64, device=attn.device)
+        beyond = (d[..., None] > r * geometry.unit_px).double() * present        # [W, Nq, Nk, R]
+        cache[key] = torch.cat([present, d[..., None] * present, beyond], -1).reshape(nw * nq, nk, -1)
+    a = attn.double().reshape(b, nw, heads, nq, nk).permute(1, 3, 0, 2, 4).reshape(nw * nq, b * heads, nk)
+    out = torch.bmm(a, cache[key])                                                 # [W * Nq, B * H, 2 + R]
+    return out.reshape(nw, nq, b, heads, -1).permute(2, 0, 3, 1, 4)
+
+
 def per_image(attn: torch.Tensor, geometry: LayerGeometry, scores: Optional[torch.Tensor] = None,
-              distance: bool = True, entropy: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              distance: bool = True, entropy: bool = True, sums: Optional[torch.Tensor] = None,
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(mad_px, entropy, entropy_norm)`` per image and head, ``[B, heads]`` each, of maps
     ``[B * windows, heads, Nq, Nk]`` laid out as ``geometry`` says (see :func:`mean_distance`);
-    ``distance`` / ``entropy`` False skip that part (NaN in its place)."""
-    a = attn.double()
+    ``distance`` / ``entropy`` False skip that part (NaN in its place); ``sums`` reuses
+    :func:`key_sums` of the same maps."""
     nw = geometry.windows
-    b = a.shape[0] // nw
-    heads = a.shape[1]
+    b = attn.shape[0] // nw
+    heads = attn.shape[1]
     nan = torch.full((b, heads), math.nan, dtype=torch.float64)
-    aw = a.reshape(b, nw, heads, *a.shape[2:])
-    mad = _distance(aw, geometry, b, heads) if distance else nan
+    mad = _distance(attn, geometry, b, heads, sums) if distance else nan
     if not entropy:
         return mad, nan, nan
+    aw = attn.double().reshape(b, nw, heads, *attn.shape[2:])
     h = -torch.special.xlogy(aw, aw).sum(-1)                                   # [B, W, H, Nq]
     if scores is not None:
         reach = reachable_keys(scores, attn).double().reshape(b, nw, heads, -1)
     elif geometry.reach is not None:                                           # the mask's open keys
-        reach = geometry.reach.double().to(a.device)[None, :, None, :].expand_as(h)
+        reach = geometry.reach.double().to(attn.device)[None, :, None, :].expand_as(h)
     else:                                                                      # every key the softmax spans
         reach = torch.full_like(h, aw.shape[-1])
     norm = torch.where(reach > 1, h / torch.log(reach.clamp_min(2)), torch.zeros_like(h))
     return mad, h.mean(dim=(1, 3)), norm.mean(dim=(1, 3))
 
 
-def _distance(aw: torch.Tensor, geometry: LayerGeometry, b: int, heads: int) -> torch.Tensor:
-    """Mean attention distance ``[B, heads]`` (px) of maps ``[B, W, H, Nq, Nk]``."""
-    d, keys, queries = geometry.distance_terms(aw.device)                      # [W, Nq, Nk], [W, Nk], [W, Nq]
-    dist = (aw * d[None, :, None]).sum(-1)                                     # sum_j A_ij d_ij  [B, W, H, Nq]
-    if not bool(keys.all()):                                                   # renormalise over keys with a position
-        dist = dist / (aw * keys[None, :, None, None, :]).sum(-1).clamp_min(1e-300)
+def _over_queries(v: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """``[B, W, H, Nq, ...] -> [B, H, ...]``: the mean over windows and the queries with a position."""
+    if bool(queries.all()):
+        return v.mean(dim=(1, 3))
+    q = queries.double().reshape(1, *queries.shape[:1], 1, queries.shape[1], *([1] * (v.dim() - 4)))
+    return (v * q).sum(dim=(1, 3)) / q.sum(dim=(1, 3))
+
+
+def _distance(attn: torch.Tensor, geometry: LayerGeometry, b: int, heads: int,
+              sums: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean attention distance ``[B, heads]`` (px) of maps ``[B * W, H, Nq, Nk]``."""
+    _, keys, queries = geometry.distance_terms(attn.device)
     if not bool(queries.any()):                                                # class attention: no distance
         return torch.full((b, heads), math.nan, dtype=torch.float64)
-    if bool(queries.all()):
-        return dist.mean(dim=(1, 3))
-    q = queries[None, :, None, :].double()                                     # mean over queries with a position
-    return (dist * q).sum(dim=(1, 3)) / q.sum(dim=(1, 3))
+    sums = key_sums(attn, geometry) if sums is None else sums
+    dist = sums[..., 1]                                                        # sum_j A_ij d_ij  [B, W, H, Nq]
+    if not bool(keys.all()):                                                   # renormalise over keys with a position
+        dist = dist / sums[..., 0].clamp_min(1e-300)
+    return _over_queries(dist, queries)
 
 
-def per_image_extra(attn: torch.Tensor, geometry: LayerGeometry, radii) -> dict:  # noqa: ANN001
+def per_image_extra(attn: torch.Tensor, geometry: LayerGeometry, radii,  # noqa: ANN001
+                    sums: Optional[torch.Tensor] = None) -> dict:
     """``nonlocality`` (ConViT: sum_j A_ij d_ij over keys with a position, not renormalised, in
     the layer's token units), ``globality`` (``[B, heads, radii]``: the share of the attention
     over keys with a position that lies beyond radius r tokens) and ``prefix_mass`` (attention on
     the prefix keys), each averaged over the queries with a position; ``[B, heads]`` each, empty
-    dict for a layer whose queries have no position (CaiT's class attention)."""
-    a = attn.double()
+    dict for a layer whose queries have no position (CaiT's class attention). ``sums`` reuses
+    :func:`key_sums` of the same maps with the same radii."""
     nw = geometry.windows
-    b, heads = a.shape[0] // nw, a.shape[1]
-    d, keys, queries = geometry.distance_terms(a.device)
+    b, heads = attn.shape[0] // nw, attn.shape[1]
+    _, _, queries = geometry.distance_terms(attn.device)
     if not bool(queries.any()):
         return {}
-    aw = a.reshape(b, nw, heads, *a.shape[2:])                                 # [B, W, H, Nq, Nk]
-    q = queries[None, :, None, :].double()
-
-    def over_queries(v: torch.Tensor) -> torch.Tensor:                         # [B, W, H, Nq] -> [B, H]
-        return (v * q).sum(dim=(1, 3)) / q.sum(dim=(1, 3))
-
-    out = {"nonlocality": over_queries((aw * d[None, :, None]).sum(-1) / geometry.unit_px)}
-    every_key = bool(keys.all())  # no padding: each row's mass over keys with a position is the whole row
-    mass = aw.sum(-1).clamp_min(1e-300) if every_key else (aw * keys[None, :, None, None, :]).sum(-1).clamp_min(1e-300)
-    cache = geometry.__dict__.setdefault("_terms", {})  # the indicator [d_ij > r] is the same for every batch
-    key = ("beyond", tuple(float(r) for r in radii), str(a.device))
-    if key not in cache:
-        r = torch.as_tensor(list(radii), dtype=torch.float64, device=a.device)
-        cache[key] = (d[..., None] > r * geometry.unit_px).to(attn.dtype)      # [W, Nq, Nk, R]
-    # a sum of at most Nk products of numbers in [0, 1]: done in the map's precision, divided in float64
-    present = attn.reshape(aw.shape) if every_key else attn.reshape(aw.shape) * keys[None, :, None, None, :].to(attn.dtype)
-    beyond = torch.einsum("bwhqk,wqkr->bwhqr", present, cache[key]).double()
-    share = beyond / mass[..., None]                                           # beyond r, over present keys
-    out["globality"] = (share * q[..., None]).sum(dim=(1, 3)) / q.sum(dim=(1, 3))[..., None]
-    out["prefix_mass"] = over_queries(aw[..., :geometry.prefix].sum(-1)) if geometry.prefix \
-        else torch.zeros(b, heads, dtype=torch.float64, device=a.device)
+    sums = key_sums(attn, geometry, radii) if sums is None else sums            # [B, W, H, Nq, 2 + R]
+    mass = sums[..., 0].clamp_min(1e-300)
+    out = {"nonlocality": _over_queries(sums[..., 1] / geometry.unit_px, queries),
+           "globality": _over_queries(sums[..., 2:] / mass[..., None], queries)}   # beyond r, over present keys
+    if geometry.prefix:
+        aw = attn.reshape(b, nw, heads, *attn.shape[2:])
+        out["prefix_mass"] = _over_queries(aw[..., :geometry.prefix].double().sum(-1), queries)
+    else:
+        out["prefix_mass"] = torch.zeros(b, heads, dtype=torch.float64, device=attn.device)
     return out
 
 
@@ -157,10 +176,14 @@ class GeometricStats:
     def update(self, layer: int, attn: torch.Tensor, geometry: LayerGeometry,
                scores: Optional[torch.Tensor] = None) -> None:
         want = set(self.metrics)
+        extra = bool(set(self.EXTRA) & want)
+        has_queries = bool(geometry.distance_terms(attn.device)[2].any())
+        sums = key_sums(attn, geometry, self.radii if extra else ()) \
+            if has_queries and (extra or "mad_px" in want) else None                # one pass for every distance metric
         values = dict(zip(self.METRICS, per_image(attn, geometry, scores, distance="mad_px" in want,
-                                                  entropy=bool(want & {"entropy", "entropy_norm"}))))
-        if set(self.EXTRA) & set(self.metrics):
-            values.update(per_image_extra(attn, geometry, self.radii))
+                                                  entropy=bool(want & {"entropy", "entropy_norm"}), sums=sums)))
+        if extra:
+            values.update(per_image_extra(attn, geometry, self.radii, sums=sums))
         for metric in self.metrics:
             if metric not in values:  # undefined for this layer (no query has a position)
                 continue

@@ -43,8 +43,9 @@ def is_official_revit(state_dict: Mapping[str, Any]) -> bool:
     return "head.projection.weight" in state_dict and "patch_embed.proj.weight" in state_dict
 
 
-def read_official_config(path) -> Dict[str, Any]:
-    """The official YAML config, read with ``yaml.safe_load`` (no arbitrary objects)."""
+def read_official_config(path, section: str = "ReViT") -> Dict[str, Any]:  # noqa: ANN001
+    """The official YAML config, read with ``yaml.safe_load`` (no arbitrary objects); its model
+    section is ``ReViT:`` (ReViT, ReMViTv2) or ``ReSwin:``."""
     import yaml
 
     path = Path(path)
@@ -54,8 +55,11 @@ def read_official_config(path) -> Dict[str, Any]:
         cfg = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise CheckpointError(f"cannot read official config {path}: {str(e).splitlines()[0]}") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("ReViT"), dict):
-        raise CheckpointError(f"{path} is not an official ReViT config (it has no 'ReViT:' section)")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get(section), dict):
+        other = next((k for k in ("ReViT", "ReSwin") if k != section and isinstance(cfg, dict) and k in cfg), None)
+        found = f"; it is a {other} config" if other else ""
+        raise CheckpointError(f"{path} is not an official {section} config (it has no '{section}:' section{found}); "
+                              f"pass the config that came with the checkpoint")
     return cfg
 
 
@@ -202,7 +206,8 @@ def official_for_model(state_dict: Mapping[str, Any], model: Optional[str]) -> O
 def convert_official(kind: str, state_dict: Mapping[str, torch.Tensor], config_path: Optional[Any],
                      source: str) -> Tuple[ModelSpec, Dict[str, torch.Tensor]]:
     """``(spec, attnlab state dict)`` of an official checkpoint of ``kind``."""
-    config = read_official_config(config_path) if config_path is not None else None
+    section = "ReSwin" if kind == "official-reswin" else "ReViT"
+    config = read_official_config(config_path, section) if config_path is not None else None
     if kind == "official-revit":
         return convert_official_revit(state_dict, config=config, source=source)
     if kind == "official-remvitv2":
@@ -211,7 +216,4 @@ def convert_official(kind: str, state_dict: Mapping[str, torch.Tensor], config_p
         return convert_official_remvitv2(state_dict, config=config, source=source)
     from .official_reswin import convert_official_reswin
 
-    if config is not None:
-        raise CheckpointError(f"{source} is an official ReSwin checkpoint; --official-config is for the ReViT and "
-                              "ReMViTv2 YAML configs: drop it")
-    return convert_official_reswin(state_dict, source=source)
+    return convert_official_reswin(state_dict, config=config, source=source)

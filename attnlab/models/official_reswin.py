@@ -7,7 +7,7 @@ stage (``layers.i.downsample`` is timm's ``layers.{i+1}.downsample``), ``head.*`
 ``head.fc.*``, and the buffers ``relative_position_index`` / ``attn_mask`` are dropped. The
 architecture is read off the weights: width and patch from the patch embedding, depths from the
 blocks, heads from the bias-table widths, window from the table size ((2w - 1)^2 rows), image
-size from the first shifted block's mask (its window count), else 224.
+size from the first shifted block's mask (its window count), else the config's crop size, else 224.
 """
 from __future__ import annotations
 
@@ -80,9 +80,12 @@ def to_timm_keys(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
-def convert_official_reswin(state_dict: Mapping[str, torch.Tensor],
+def convert_official_reswin(state_dict: Mapping[str, torch.Tensor], config: Optional[Mapping[str, Any]] = None,
                             source: str = "checkpoint") -> Tuple[ModelSpec, Dict[str, torch.Tensor]]:
-    """Infer the architecture of an official ReSwin state dict; return (spec, timm-keyed state dict)."""
+    """Infer the architecture of an official ReSwin state dict; return (spec, timm-keyed state dict).
+
+    ``config`` (the official YAML, e.g. ``config-ReSwin-T.yaml``) is checked against the weights
+    and gives the normalisation, evaluation crop and drop-path rate."""
     sd = _strip_ddp(state_dict)
     if "alpha" in sd:
         raise CheckpointError(f"{source} has an 'alpha' key, which official ReSwin files never have "
@@ -100,23 +103,52 @@ def convert_official_reswin(state_dict: Mapping[str, torch.Tensor],
     widths = [int(sd[f"layers.{s}.blocks.0.norm1.weight"].shape[0]) for s in range(len(depths))]
     mlp_ratio = int(sd["layers.0.blocks.0.mlp.fc1.weight"].shape[0]) / widths[0]
     mask = next((v for k, v in sd.items() if k.startswith("layers.0.") and k.endswith("attn_mask")), None)
-    grid = math.isqrt(int(mask.shape[0])) * window if mask is not None else 224 // ph
-    img_size = grid * ph
+    crop = ((config or {}).get("DATA") or {}).get("crop_size")  # without the mask buffers: the config's, else 224
+    img_size = math.isqrt(int(mask.shape[0])) * window * ph if mask is not None else int(crop or 224)
     num_classes = int(sd["head.weight"].shape[0])
     doubling = widths == [embed_dim * 2 ** i for i in range(len(widths))]
     options: Dict[str, Any] = dict(
         img_size=img_size, patch_size=ph, in_chans=in_chans, num_classes=num_classes,
         embed_dim=embed_dim if doubling else widths, depths=depths, num_heads=heads, window_size=window,
         mlp_ratio=mlp_ratio, qkv_bias="layers.0.blocks.0.attn.qkv.bias" in sd, drop_path_rate=0.1)
+    data = _check_config(options, widths, config, source)
+    if (config or {}).get("ReSwin", {}).get("drop_path") is not None:
+        options["drop_path_rate"] = float(config["ReSwin"]["drop_path"])
     spec = ModelSpec(
         arch=_closest_arch(options), options=options,
-        input=InputSpec(size=(img_size, img_size), channels=in_chans, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                        interpolation="bicubic", crop_pct=EVAL_CROP),
+        input=InputSpec(size=(img_size, img_size), channels=in_chans,
+                        mean=tuple(float(m) for m in data.get("mean", IMAGENET_MEAN)),
+                        std=tuple(float(v) for v in data.get("std", IMAGENET_STD)),
+                        interpolation="bicubic", crop_pct=float(data.get("VAL_CROP_RATIO", EVAL_CROP))),
         classes=[str(i) for i in range(num_classes)],
         provenance={"weights": source, "converted_from": "official ReSwin (ADiko1997/ReViT)"},
         source=source, kind="official-reswin",
     )
     return spec, to_timm_keys(sd)
+
+
+def _check_config(options: Mapping[str, Any], widths: List[int], config: Optional[Mapping[str, Any]],
+                  source: str) -> Dict[str, Any]:
+    """The official YAML's ``ReSwin``, ``MODEL`` and ``DATA`` sections against the weights; returns ``DATA``."""
+    if config is None:
+        return {}
+    cfg, data = dict(config.get("ReSwin") or {}), dict(config.get("DATA") or {})
+    if cfg.get("ape"):
+        raise CheckpointError(f"{source}: the config has ape: True; attnlab converts the released ReSwin (ape: False)")
+    window = cfg.get("window_size", cfg.get("windw_size"))  # the released config-ReSwin-T.yaml spells it windw_size
+    found = {"patch_size": options["patch_size"], "in_chans": options["in_chans"], "embed_dim": widths[0],
+             "depths": list(options["depths"]), "num_heads": list(options["num_heads"]), "window_size": options["window_size"],
+             "mlp_ratio": options["mlp_ratio"], "qkv_bias": options["qkv_bias"]}
+    given = {**{k: cfg[k] for k in found if k in cfg}, **({"window_size": window} if window is not None else {})}
+    if (config.get("MODEL") or {}).get("num_classes") is not None:
+        found["num_classes"], given["num_classes"] = options["num_classes"], config["MODEL"]["num_classes"]
+    if data.get("crop_size") is not None:
+        found["crop_size"], given["crop_size"] = options["img_size"], data["crop_size"]
+    for key, value in given.items():
+        if (list(value) if isinstance(value, (list, tuple)) else value) != found[key]:
+            raise CheckpointError(f"{source}: the config says {key} {value}, the weights {found[key]}; pass the "
+                                  "config the weights were trained with")
+    return data
 
 
 def _closest_arch(options: Mapping[str, Any]) -> str:
@@ -139,7 +171,7 @@ def load_official_reswin(obj: Any, source: str = "checkpoint", device: str = "cp
     sd = unwrap_official_reswin(obj)
     if sd is None:
         raise CheckpointError(f"{source} holds no state dict (looked for {', '.join(CONTAINERS)} or a bare one)")
-    spec, state_dict = convert_official_reswin(sd, source)
+    spec, state_dict = convert_official_reswin(sd, source=source)
     model = timm.create_model(spec.arch, **spec.options)
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
