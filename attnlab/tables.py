@@ -58,6 +58,11 @@ SCHEMA: Tuple[Column, ...] = (
     Column("stage", "model stage the layer belongs to (0-based: Swin's layers.i, MViTv2's stages.i; distances in "
                     "pixels grow with the stage's stride); 0 for every layer of a single-stage model and for "
                     "whole-model metrics", default=0),
+    Column("n_seeds", "training runs behind the value: 1 for one model; above 1 (attnlab.seeds.over_seeds) the "
+                      "value is the mean over runs of each run's value, std the standard deviation over runs and "
+                      "ci_low / ci_high a t interval over runs, not over images", default=1),
+    Column("seeds", "the training seed(s) of the run(s) behind the value, comma-separated (- when not given)",
+           default="-"),
 )
 
 #: Column names, in the order of every table.
@@ -69,7 +74,7 @@ DEFAULTS: Dict[str, Any] = {c.name: c.default for c in SCHEMA if not c.required}
 #: The standard normal's 97.5% quantile: a 95% interval is value +- Z95 * std / sqrt(n).
 Z95 = 1.959963984540054
 
-_INTEGER_COLUMNS = {"layer": "int64", "head": "int64", "n_images": "int64", "stage": "int64"}
+_INTEGER_COLUMNS = {"layer": "int64", "head": "int64", "n_images": "int64", "stage": "int64", "n_seeds": "int64"}
 
 
 def columns_except(*names: str) -> Tuple[str, ...]:

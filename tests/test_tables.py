@@ -13,7 +13,8 @@ from attnlab.tables import COLUMNS, DEFAULTS, SCHEMA, Z95, columns_except, tidy,
 
 # The CSV schema every command writes: changing it breaks every reader of old results.
 EXPECTED_COLUMNS = ("model", "checkpoint", "arch", "attention", "transform", "magnitude", "magnitude_y", "layer",
-                    "head", "metric", "radius", "value", "std", "ci_low", "ci_high", "n_images", "stage")
+                    "head", "metric", "radius", "value", "std", "ci_low", "ci_high", "n_images", "stage", "n_seeds",
+                    "seeds")
 
 
 def row(**kw):
@@ -123,11 +124,18 @@ def test_integer_columns_and_column_order():
     assert df["value"].dtype == "float64"
 
 
-def test_the_stage_column_is_last_an_integer_and_zero_by_default():
-    assert COLUMNS[-1] == "stage" and DEFAULTS["stage"] == 0
-    assert "stage" in SCHEMA[-1].meaning and "stride" in SCHEMA[-1].meaning
+def test_the_stage_column_is_an_integer_and_zero_by_default():
+    stage = SCHEMA[COLUMNS.index("stage")]
+    assert DEFAULTS["stage"] == 0 and "stride" in stage.meaning
     df = tidy(pd.concat([pd.DataFrame([row(layer=3, stage=2)]), pd.DataFrame([row()])], ignore_index=True))
     assert df["stage"].tolist() == [2, 0] and df["stage"].dtype == "int64"
+
+
+def test_one_run_by_default_and_the_seeds_when_given():
+    assert COLUMNS[-2:] == ("n_seeds", "seeds") and DEFAULTS["n_seeds"] == 1 and DEFAULTS["seeds"] == "-"
+    assert "t interval over runs" in SCHEMA[COLUMNS.index("n_seeds")].meaning
+    df = tidy(pd.concat([pd.DataFrame([row(n_seeds=3, seeds="0,1,2")]), pd.DataFrame([row()])], ignore_index=True))
+    assert df["n_seeds"].tolist() == [3, 1] and df["n_seeds"].dtype == "int64" and df["seeds"].tolist() == ["0,1,2", "-"]
 
 
 def test_tidy_does_not_modify_its_input():

@@ -84,7 +84,7 @@ HIGH_NORM_METRICS: Tuple[str, ...] = NORM_METRICS + (
 #: architecture and input transform (the caller knows them) and the confidence interval
 #: (``tables.tidy`` derives it from ``std`` and ``n_images``).
 ROW_COLUMNS: Tuple[str, ...] = columns_except("arch", "transform", "magnitude", "magnitude_y", "ci_low", "ci_high",
-                                             "stage")
+                                             "stage", "n_seeds", "seeds")
 
 #: Radii (patch units) of the globality curve unless told otherwise; r = 0 is 1 - self-attention.
 DEFAULT_RADII: Tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
