@@ -188,7 +188,7 @@ def http_mirror(tmp_path):
 def test_registry_names_and_errors(tmp_path):
     assert dataset_names()[0] == "fashion-mnist"
     assert set(dataset_names()) == set(DATASETS) == {"fashion-mnist", "cifar10", "cifar100", "pets", "flowers102",
-                                                     "imagefolder"}
+                                                     "imagefolder", "imagenet", "webdataset"}
     with pytest.raises(AttnlabError) as e:
         load_dataset("mnist-nope")
     assert "cifar10" in one_line_error(e)

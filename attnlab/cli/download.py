@@ -34,5 +34,5 @@ def _splits(name: str) -> List[str]:
     import importlib
 
     module = {"fashion-mnist": "fashion_mnist", "cifar10": "cifar", "cifar100": "cifar", "pets": "pets",
-              "flowers102": "flowers102"}.get(name)
+              "flowers102": "flowers102", "imagenet": "imagenet"}.get(name)  # imagenet: says where to get it
     return list(importlib.import_module(f"attnlab.data.{module}").SPLITS) if module else []

@@ -20,7 +20,9 @@ from .cifar import RestrictedUnpickler, load_cifar10, load_cifar100, safe_load_p
 from .fashion_mnist import load_fashion_mnist, read_idx
 from .flowers102 import load_flowers102
 from .imagefolder import load_imagefolder
+from .imagenet import load_imagenet
 from .pets import load_pets
+from .shards import ShardDataset, load_webdataset
 
 DATASETS: Dict[str, Callable[..., ImageDataset]] = {
     "fashion-mnist": load_fashion_mnist,
@@ -29,6 +31,8 @@ DATASETS: Dict[str, Callable[..., ImageDataset]] = {
     "pets": load_pets,
     "flowers102": load_flowers102,
     "imagefolder": load_imagefolder,
+    "imagenet": load_imagenet,
+    "webdataset": load_webdataset,
 }
 DEFAULT_DATASET = "fashion-mnist"
 
@@ -38,16 +42,19 @@ _ALIASES = {
     "oxford-pets": "pets", "oxford-iiit-pet": "pets", "oxford-iiit-pets": "pets",
     "flowers": "flowers102", "flowers-102": "flowers102", "oxford-flowers102": "flowers102",
     "image-folder": "imagefolder", "folder": "imagefolder",
+    "imagenet-1k": "imagenet", "imagenet1k": "imagenet", "in1k": "imagenet", "ilsvrc2012": "imagenet",
+    "wds": "webdataset", "web-dataset": "webdataset",
 }
 
 _LAZY = {name: "transforms" for name in ("eval_transform", "train_transform", "pixel_transform", "normalize",
                                         "denormalize")}
 
 __all__ = [
-    "DATASETS", "DEFAULT_DATASET", "ArrayDataset", "FileDataset", "ImageDataset", "RestrictedUnpickler",
+    "DATASETS", "DEFAULT_DATASET", "ArrayDataset", "FileDataset", "ImageDataset", "RestrictedUnpickler", "ShardDataset",
     "cache_root", "convert_image", "dataset_names", "denormalize", "eval_transform", "load_dataset", "read_idx",
     "normalize", "pixel_transform", "resolve_name", "safe_load_pickle", "train_transform",
-    "load_cifar10", "load_cifar100", "load_fashion_mnist", "load_flowers102", "load_imagefolder", "load_pets",
+    "load_cifar10", "load_cifar100", "load_fashion_mnist", "load_flowers102", "load_imagefolder", "load_imagenet",
+    "load_pets", "load_webdataset",
 ]
 
 
@@ -65,7 +72,7 @@ def resolve_name(name: str) -> str:
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
         raise AttnlabError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())} "
-                           "(imagefolder reads any <root>/<split>/<class>/<image> tree)")
+                           "(imagefolder reads any <root>/<split>/<class>/<image> tree, webdataset any tar shards)")
     return key
 
 
@@ -85,7 +92,7 @@ def load_dataset(
     ``channels`` (1 or 3) is the mode images come out in (default: the dataset's own);
     ``subset=N`` keeps the first N items; ``transform`` is applied to each image.
     ``options`` are dataset-specific (pets: ``task``; cifar100: ``labels``; file-based
-    datasets: ``verify="full"|"header"``; imagefolder: ``classes``). A ``name`` that is
+    datasets, tar shards included: ``verify="full"|"header"``; imagefolder: ``classes``). A ``name`` that is
     an existing folder and no dataset name is read as an image folder.
     """
     try:
