@@ -1,57 +1,47 @@
-"""The `a` ablation: accuracy and globality of ReViT with a fixed a in {0.25, 0.5, 0.75, 1.0}
-(a = 1 is plain ViT attention) and with a learnable a, and where the learnable a ends up.
+"""The `a` ablation: accuracy and attention distance of ReViT with a fixed a in {0.25, 0.5,
+0.75, 1.0} (a = 1 is plain ViT attention) and with a learnable a, and where the learnable a
+ends up, over every training seed (means with t intervals; each setting minus a = 1 as paired
+differences over seeds).
 
-Reads runs/<dataset>/revit_micro_a*/ from `analyses/train_models.py --only ablation`.
-Writes figures/05_alpha_ablation/ (alpha_ablation.csv, accuracy and attention-distance figure).
+Reads the runs of `analyses/train_models.py --only ablation` (runs/ or checkpoints/).
+Writes figures/05_alpha_ablation/ (alpha_ablation.csv: over seeds; alpha_ablation_runs.csv;
+alpha_ablation_differences.csv; the accuracy and attention-distance figure).
 """
-import matplotlib.pyplot as plt
 import pandas as pd
-import torch
-from common import RUNS, dataset_args, out_dir, parser
+from common import dataset_args, out_dir, over_seed_runs, parser, setting, write_over_seeds
 
 from attnlab import load_model, measure_attention
 from attnlab.checkpoint import file_sha256
 from attnlab.outputs import staged_outputs
-from attnlab.plots import model_palette, save_figure, use_style
-from attnlab.tables import tidy, write_csv
+from attnlab.plots import save_figure
+from attnlab.plots import seeds as plots
+from attnlab.tables import tidy
 
-RUN_NAMES = ["revit_micro_a0.25", "revit_micro_a0.5", "revit_micro_a0.75", "revit_micro_a1.0", "revit_micro_a-learned"]
+RUNS = {"a = 0.25": "revit_micro_a0.25", "a = 0.5": "revit_micro_a0.5", "a = 0.75": "revit_micro_a0.75",
+        "a = 1.0": "revit_micro_a1.0", "a learned": "revit_micro_a-learned"}
 
 if __name__ == "__main__":
     args = parser(__doc__).parse_args()
-    runs = {n: RUNS / args.dataset / n / "best.pt" for n in RUN_NAMES if (RUNS / args.dataset / n / "best.pt").exists()}
-    if not runs:
-        raise SystemExit("no ablation runs: run `uv run python analyses/train_models.py --only ablation` first")
-    labels = {n: ("a learned" if n.endswith("learned") else "a = " + n.split("_a")[1]) for n in runs}
-    frame = measure_attention([str(p) for p in runs.values()], [labels[n] for n in runs], num_images=args.images,
-                              metrics=("mad_px",), **dataset_args(args)).frame
-    rows = []
-    for n, path in runs.items():
-        model, spec = load_model(path)
-        m = spec.provenance["metrics"]
-        alpha = model.alpha.detach().flatten()
-        rows.append(dict(model=labels[n], checkpoint=file_sha256(path), arch=spec.arch, metric="top1", value=float(m["top1"]),
-                         n_images=10000))
-        rows.append(dict(model=labels[n], checkpoint=file_sha256(path), arch=spec.arch, metric="alpha",
-                         value=float(alpha.mean()), n_images=0))
-    summary = tidy(rows)
-    use_style()
-    fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8))
-    acc = summary[summary["metric"] == "top1"]
-    palette = model_palette(list(acc["model"]))
-    axes[0].bar(acc["model"], acc["value"], color=[palette[m] for m in acc["model"]])
-    axes[0].set_ylim(acc["value"].min() - 3, min(100, acc["value"].max() + 2))
-    axes[0].set_ylabel("top-1 (%)")
-    axes[0].tick_params(axis="x", rotation=30)
-    mad = frame[(frame["metric"] == "mad_px") & (frame["head"] == -1) & (frame["attention"] == "applied")]
-    for model, d in mad.groupby("model", sort=False):
-        d = d.sort_values("layer")
-        axes[1].plot(d["layer"] + 1, d["value"], marker="o", color=palette[model], label=model)
-    axes[1].set_xlabel("layer")
-    axes[1].set_ylabel("mean attention distance (px)")
-    axes[1].legend(frameon=False)
-    fig.tight_layout()
+
+    def study(paths, labels):
+        frame = measure_attention(paths, labels, num_images=args.images, metrics=("mad_px",), **dataset_args(args)).frame
+        rows = []
+        for path, label in zip(paths, labels):
+            model, spec = load_model(path)
+            common = dict(model=label, checkpoint=file_sha256(path), arch=spec.arch)
+            rows.append(dict(common, metric="top1", value=float(spec.provenance["metrics"]["top1"]), n_images=10000))
+            rows.append(dict(common, metric="alpha", value=float(model.alpha.detach().flatten().mean()), n_images=0))
+        return pd.concat([tidy(rows), frame], ignore_index=True)
+
+    runs = over_seed_runs(study, args.dataset, RUNS)
+    comparisons = [(label, "a = 1.0") for label in RUNS if label != "a = 1.0"]
+    caption = setting(args.dataset, args.images).replace("2 epochs", "first 10,000 training images, 2 epochs")
     with staged_outputs(out_dir("05_alpha_ablation", args.dataset)) as stage:
-        write_csv(pd.concat([summary, frame], ignore_index=True), stage / "alpha_ablation.csv")
-        save_figure(fig, stage, "alpha_ablation")
-    print(summary[["model", "metric", "value"]].to_string(index=False))
+        summary, diff = write_over_seeds(stage, "alpha_ablation", runs, comparisons)
+        save_figure(plots.bars(summary, runs, "top1", "top-1 (%)", "ReViT's a: test accuracy", caption), stage,
+                    "alpha_ablation")
+        save_figure(plots.per_layer(summary, ["mad_px"], ["mean attention distance (px)"], "ReViT's a: attention distance",
+                                    caption), stage, "alpha_ablation_distance")
+    print(summary[summary["metric"].isin(["top1", "alpha"])][["model", "metric", "value", "ci_low", "ci_high", "seeds"]]
+          .round(3).to_string(index=False))
+    print(diff[diff["metric"] == "top1"][["model", "value", "ci_low", "ci_high"]].round(2).to_string(index=False))

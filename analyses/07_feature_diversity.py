@@ -1,36 +1,32 @@
 """Feature diversity per layer: do tokens collapse? Mean pairwise cosine similarity of the
 patch tokens and effective rank of the patch-token matrix after every block, for the three
-families. Writes figures/07_feature_diversity/.
+families and every training seed (means over seeds with t intervals; paired differences
+against ViT). Writes figures/07_feature_diversity/ (feature_diversity.csv: over seeds;
+feature_diversity_runs.csv; feature_diversity_differences.csv).
 """
-import matplotlib.pyplot as plt
-from common import dataset_args, main_checkpoints, out_dir, parser
+from common import dataset_args, out_dir, over_seed_runs, parser, setting, write_over_seeds
 
 from attnlab import measure_attention
 from attnlab.outputs import staged_outputs
-from attnlab.plots import model_palette, save_figure, use_style
+from attnlab.plots import save_figure
+from attnlab.plots import seeds as plots
 from attnlab.studies import FEATURE_METRICS
-from attnlab.tables import write_csv
 
 if __name__ == "__main__":
     args = parser(__doc__).parse_args()
-    ckpts = main_checkpoints(args.dataset)
-    frame = measure_attention(list(ckpts.values()), list(ckpts), num_images=args.images,
-                              metrics=FEATURE_METRICS, **dataset_args(args)).frame
-    use_style()
-    fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8))
-    palette = model_palette(list(frame["model"].unique()))
-    for ax, metric, label in [(axes[0], "token_cosine", "mean cosine similarity of patch tokens"),
-                              (axes[1], "effective_rank", "effective rank of patch tokens")]:
-        for model, d in frame[frame["metric"] == metric].groupby("model", sort=False):
-            d = d.sort_values("layer")
-            ax.plot(d["layer"] + 1, d["value"].astype(float), marker="o", color=palette[model], label=model)
-            ax.fill_between(d["layer"] + 1, d["ci_low"].astype(float), d["ci_high"].astype(float), color=palette[model],
-                            alpha=0.2, linewidth=0)
-        ax.set_xlabel("block")
-        ax.set_ylabel(label)
-    axes[0].legend(frameon=False)
-    fig.tight_layout()
+
+    def study(paths, labels):
+        return measure_attention(paths, labels, num_images=args.images, metrics=FEATURE_METRICS,
+                                 **dataset_args(args)).frame
+
+    runs = over_seed_runs(study, args.dataset)
+    caption = setting(args.dataset, args.images)
+    metrics = ["token_cosine", "effective_rank"]
+    labels = ["mean cosine similarity of patch tokens", "effective rank of patch tokens"]
     with staged_outputs(out_dir("07_feature_diversity", args.dataset)) as stage:
-        write_csv(frame, stage / "feature_diversity.csv")
-        save_figure(fig, stage, "feature_diversity")
-    print(frame[frame["metric"] == "token_cosine"].pivot_table(index="model", columns="layer", values="value").round(3))
+        summary, diff = write_over_seeds(stage, "feature_diversity", runs)
+        save_figure(plots.per_layer(summary, metrics, labels, "Feature diversity after every block", caption),
+                    stage, "feature_diversity")
+        save_figure(plots.differences(diff, metrics, ["difference in cosine", "difference in effective rank"],
+                                      "Paired differences over seeds", caption), stage, "feature_diversity_differences")
+    print(summary[summary["metric"] == "token_cosine"].pivot_table(index="model", columns="layer", values="value").round(3))

@@ -6,7 +6,7 @@ from each run's record, then mean attention distance and entropy per layer on te
 on each layer's window / pooled geometry. Writes figures/09_multiscale/.
 """
 import pandas as pd
-from common import RUNS, checkpoint, dataset_args, out_dir, parser
+from common import checkpoint, dataset_args, metrics_csv, out_dir, parser
 
 import attnlab
 from attnlab.studies import ENTROPY_METRICS, GLOBALITY_METRICS
@@ -17,14 +17,13 @@ RUNS_BY_LABEL = {"ReSwin": "reswin_micro", "Swin": "swin_micro", "ReMViTv2": "re
 
 if __name__ == "__main__":
     args = parser(__doc__).parse_args()
-    folder = RUNS / args.dataset
     paths = {label: str(checkpoint(run, args.dataset)) for label, run in RUNS_BY_LABEL.items()}  # runs/, else committed
     result = attnlab.measure_attention(list(paths.values()), list(paths), num_images=args.images,
                                        metrics=GLOBALITY_METRICS[:1] + ENTROPY_METRICS[:2], **dataset_args(args))
     rows = []
     for label, run in RUNS_BY_LABEL.items():
         _, spec = attnlab.load_model(paths[label])
-        epochs = pd.read_csv(folder / run / "metrics.csv")
+        epochs = pd.read_csv(metrics_csv(run, args.dataset))
         rows.append(dict(model=label, checkpoint=result.frame[result.frame["model"] == label]["checkpoint"].iloc[0],
                          arch=spec.arch, metric="top1", value=float(spec.provenance["metrics"]["top1"]),
                          n_images=10000))

@@ -30,6 +30,14 @@ def run_dir(name: str, dataset: str, seed: int) -> Path:
     return RUNS / dataset / name / f"seed{seed}"
 
 
+def finished(run: Path) -> bool:
+    """A run in runs/ that trained to its last epoch (an interrupted one is not read)."""
+    import json
+
+    info = run / "resume.json"
+    return (run / "best.pt").exists() and info.exists() and bool(json.loads(info.read_text()).get("finished"))
+
+
 def committed(name: str, dataset: str, seed: int) -> Path:
     return COMMITTED / dataset / name / f"seed{seed}.pt"
 
@@ -37,16 +45,25 @@ def committed(name: str, dataset: str, seed: int) -> Path:
 def checkpoint(model: str, dataset: str = "fashion-mnist", run: Optional[str] = None, seed: int = 0) -> Path:
     """The best checkpoint of one trained run: runs/ first, then the committed copy."""
     name = run or model
-    for path in (run_dir(name, dataset, seed) / "best.pt", committed(name, dataset, seed)):
-        if path.exists():
-            return path
+    if finished(run_dir(name, dataset, seed)):
+        return run_dir(name, dataset, seed) / "best.pt"
+    if committed(name, dataset, seed).exists():
+        return committed(name, dataset, seed)
     raise SystemExit(f"no checkpoint for {name} seed {seed} on {dataset}: run `uv run python analyses/train_models.py "
                      f"--dataset {dataset}` first")
 
 
+def metrics_csv(name: str, dataset: str, seed: int = 0) -> Path:
+    """The metrics.csv of one run: in runs/, else beside the committed checkpoint."""
+    for path in (run_dir(name, dataset, seed) / "metrics.csv", committed(name, dataset, seed).with_suffix(".metrics.csv")):
+        if path.exists():
+            return path
+    raise SystemExit(f"no metrics.csv for {name} seed {seed} on {dataset}")
+
+
 def seeds_of(name: str, dataset: str) -> List[int]:
     """The seeds a run name has a checkpoint for (runs/ or committed)."""
-    found = {int(p.name[4:]) for p in (RUNS / dataset / name).glob("seed*") if (p / "best.pt").exists()}
+    found = {int(p.name[4:]) for p in (RUNS / dataset / name).glob("seed*") if finished(p)}
     found |= {int(p.stem[4:]) for p in (COMMITTED / dataset / name).glob("seed*.pt")}
     return sorted(found)
 

@@ -1,9 +1,26 @@
-"""The README's table of the families: accuracy from the runs, robustness and attention from figures/.
+"""The README's table of the families, over training seeds: each cell the mean over seeds ± the
+half-width of its 95% t interval (seeds listed in the last column). Accuracy from each run's
+metrics.csv, robustness and attention from the over-seed CSVs in figures/.
 
     uv run python analyses/results_table.py [--dataset fashion-mnist]
 """
+import csv
+
 import pandas as pd
-from common import FIGURES, MAIN_MODELS, RUNS, out_dir, parser
+from common import MAIN_MODELS, metrics_csv, out_dir, parser, seeds_of
+
+from attnlab.seeds import t_interval
+
+
+def best_top1(name: str, dataset: str, seed: int) -> float:
+    """The best epoch's top-1 of one run, from its metrics.csv (runs/ or beside the committed checkpoint)."""
+    return max(float(r["top1"]) for r in csv.DictReader(metrics_csv(name, dataset, seed).open()))
+
+
+def cell(mean: float, high: float, scale: float = 1.0, digits: int = 1) -> str:
+    half = (high - mean) * scale
+    return f"{mean * scale:.{digits}f} ± {half:.{digits}f}" if half == half else f"{mean * scale:.{digits}f}"
+
 
 if __name__ == "__main__":
     args = parser(__doc__).parse_args()
@@ -12,26 +29,27 @@ if __name__ == "__main__":
     ent = pd.read_csv(out_dir("02_entropy", args.dataset) / "entropy.csv")
     rows = []
     for label, name in MAIN_MODELS.items():
-        m = pd.read_csv(RUNS / args.dataset / name / "metrics.csv")
-        best = m.loc[m["top1"].idxmax()]
+        seeds = seeds_of(name, args.dataset)
+        top1 = t_interval([best_top1(name, args.dataset, s) for s in seeds])
 
         def r(transform, magnitude, metric):
             d = rob[(rob["model"] == label) & (rob["transform"] == transform) & (rob["magnitude"] == magnitude)
                     & (rob["metric"] == metric)]
-            return f"{100 * d['value'].item():.1f}" if len(d) else "-"
+            return cell(d["value"].item(), d["ci_high"].item(), 100) if len(d) else "-"
 
-        def layer_value(df, metric, layer):
+        def layer(df, metric, k):
             d = df[(df["model"] == label) & (df["metric"] == metric) & (df["head"] == -1)
                    & (df["attention"] == "applied")].sort_values("layer")
-            return f"{d['value'].iloc[layer]:.2f}"
+            return cell(d["value"].iloc[k], d["ci_high"].iloc[k], digits=2)
 
-        rows.append({"model": label, "top-1 %": f"{best['top1']:.2f}", "epochs": int(best["epoch"]),
-                     "train s": f"{m['seconds'].sum():.0f}",
-                     "acc % shift 4 px": r("shift-h", 4, "accuracy"), "acc % shift 8 px": r("shift-h", 8, "accuracy"),
-                     "consistency % 4 px": r("shift-h", 4, "consistency"),
+        rows.append({"model": label, "top-1 %": cell(top1[0], top1[3], digits=2),
+                     "acc % shift 4 px": r("shift-h", 4, "accuracy"), "consistency % 4 px": r("shift-h", 4, "consistency"),
+                     "acc % random shift <= 4 px": r("random-translate", 4, "accuracy"),
                      "acc % scale 0.75": r("scale", 0.75, "accuracy"), "acc % scale 1.25": r("scale", 1.25, "accuracy"),
-                     "MAD L1 / L6 px": f"{layer_value(glob, 'mad_px', 0)} / {layer_value(glob, 'mad_px', -1)}",
-                     "entropy/logN L1 / L6": f"{layer_value(ent, 'entropy_norm', 0)} / {layer_value(ent, 'entropy_norm', -1)}"})
+                     "MAD layer 1 (px)": layer(glob, "mad_px", 0), "MAD layer 6 (px)": layer(glob, "mad_px", -1),
+                     "entropy / log N layer 1": layer(ent, "entropy_norm", 0),
+                     "entropy / log N layer 6": layer(ent, "entropy_norm", -1),
+                     "seeds": ",".join(map(str, seeds))})
     table = pd.DataFrame(rows)
     print("| " + " | ".join(table.columns) + " |")
     print("|" + "---|" * len(table.columns))

@@ -20,17 +20,23 @@ Each run is trained once per seed (--seeds, default 0,1,2 for main and ablation,
 into runs/<dataset>/<name>/seed<k>/ (last.pt, best.pt, epoch_<k>.pt, metrics.csv) and records
 itself in run.json there: the command that trained it, its seed, epochs, images, wall time and
 best top-1. A finished run is skipped, an interrupted one resumed.
+
+--collect copies every finished run's best.pt into checkpoints/<dataset>/<name>/seed<k>.pt with
+its metrics.csv and run.json beside it (seed<k>.metrics.csv, seed<k>.run.json): what is committed
+and what the analyses read when runs/ is absent.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
 import shlex
 import sys
 import time
 from typing import Optional
 
-from common import RUNS, dataset_args
+from common import COMMITTED, RUNS, dataset_args
 
 from attnlab.train import TrainConfig, train
 
@@ -77,6 +83,48 @@ def run(name: str, dataset: str, data_dir, epochs: Optional[int], subset, extra:
     print(f"{name} seed {seed}: best top-1 {result.best_top1:.2f}% at epoch {result.best_epoch}")
 
 
+def collect(dataset: str) -> None:
+    """Copy each finished run (best.pt, metrics.csv, run.json) into checkpoints/<dataset>/<name>/."""
+    for info in sorted((RUNS / dataset).glob("*/seed*/resume.json")):
+        run_dir = info.parent
+        if not json.loads(info.read_text()).get("finished") or not (run_dir / "best.pt").exists():
+            continue
+        name, seed = run_dir.parent.name, run_dir.name
+        target = COMMITTED / dataset / name
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "best.pt", target / f"{seed}.pt")
+        shutil.copyfile(run_dir / "metrics.csv", target / f"{seed}.metrics.csv")
+        record = run_dir / "run.json"
+        if record.exists():
+            shutil.copyfile(record, target / f"{seed}.run.json")
+        else:  # a run trained before runs recorded themselves: what its own files say
+            rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+            best = max(rows, key=lambda r: float(r["top1"]))
+            (target / f"{seed}.run.json").write_text(json.dumps({
+                "run": name, "seed": int(seed[4:]), "dataset": dataset, "epochs": len(rows),
+                "best_top1": float(best["top1"]), "best_epoch": int(best["epoch"]),
+                "train_seconds": sum(float(r["seconds"]) for r in rows),
+                "command": "not recorded (trained before train_models.py wrote run.json)"}, indent=1) + "\n")
+        print(f"{target / seed}.pt")
+    for ckpt in sorted((COMMITTED / dataset).glob("*/seed*.pt")):   # committed before runs recorded themselves
+        record = ckpt.with_suffix(".run.json")
+        if record.exists():
+            continue
+        from attnlab import load_model
+
+        prov = load_model(ckpt)[1].provenance
+        cfg, rows = prov.get("config") or {}, list(csv.DictReader(ckpt.with_suffix(".metrics.csv").open()))
+        record.write_text(json.dumps({
+            "run": ckpt.parent.name, "seed": prov.get("seed"), "model": cfg.get("model"),
+            "model_options": cfg.get("model_options"), "dataset": dataset, "epochs": prov.get("epochs"),
+            "train_images": cfg.get("subset"), "best_top1": float((prov.get("metrics") or {}).get("top1", "nan")),
+            "best_epoch": (prov.get("metrics") or {}).get("epoch"), "created": prov.get("created"),
+            "train_seconds": sum(float(r["seconds"]) for r in rows),
+            "command": "not recorded (trained before train_models.py wrote run.json); the checkpoint's config",
+            "config": cfg}, indent=1, default=str) + "\n")
+        print(record)
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist")
@@ -85,7 +133,11 @@ if __name__ == "__main__":
     p.add_argument("--only", choices=["main", "ablation", "multiscale"], default=None)
     p.add_argument("--models", default=None, help="comma-separated run names to train (default all of the group)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2 for main and ablation, 0 otherwise)")
+    p.add_argument("--collect", action="store_true", help="copy the finished runs into checkpoints/ and stop")
     args = p.parse_args()
+    if args.collect:
+        collect(args.dataset)
+        raise SystemExit(0)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     picked = set(args.models.split(",")) if args.models else None
     unknown = picked - set(MAIN) - set(ABLATION) - set(MULTISCALE) if picked else set()

@@ -61,7 +61,7 @@ def per_layer(summary: pd.DataFrame, metrics: Sequence[str], ylabels: Sequence[s
         if len(d):
             _layer_axis(ax, d)
         ax.set_ylabel(ylabel)
-    axes[0][0].legend(frameon=False)
+    axes[0][0].legend(frameon=True, framealpha=0.85, edgecolor="none", fontsize=6, loc="best")
     _title(fig, title, summary, setting)
     fig.tight_layout()
     return fig
@@ -76,7 +76,7 @@ def differences(diffs: pd.DataFrame, metrics: Sequence[str], ylabels: Sequence[s
                              squeeze=False)
     palette = model_palette(list(diffs["model"].unique()))
     for ax, metric, ylabel in zip(axes[0], metrics, ylabels):
-        d = diffs[(diffs["metric"] == metric) & (diffs["head"] == -1) & (diffs["attention"] == "applied")]
+        d = diffs[(diffs["metric"] == metric) & (diffs["head"] == -1) & (diffs["attention"] != "own")]
         for model, m in d.groupby("model", sort=False):
             m = m.sort_values("layer")
             x = m["layer"].to_numpy() + 1
