@@ -3,9 +3,9 @@ every epoch, ViT vs ReViT (does residual attention keep early layers local as it
 over every training seed (means with t intervals over seeds).
 
 Reads runs/<dataset>/<model>/seed<k>/epoch_<j>.pt (train_models.py keeps every epoch of the
-main runs) at epochs 1, 2, 4, 8, ... and the last; epoch 0 is the same architecture freshly
-initialised with the run's seed. The epoch checkpoints are not committed: without runs/ this
-script says so. Writes figures/08_globality_over_training/ (globality_over_training.csv:
+main runs), else the committed checkpoints/<dataset>/<model>/seed<k>.epoch<j>.pt, at epochs 1,
+2, 4, 8, ... and the last; epoch 0 is the same architecture freshly initialised with the run's
+seed. Writes figures/08_globality_over_training/ (globality_over_training.csv:
 over seeds; globality_over_training_runs.csv).
 """
 import re
@@ -13,7 +13,7 @@ import re
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from common import MAIN_MODELS, RUNS, dataset_args, finished, out_dir, parser, setting
+from common import COMMITTED, MAIN_MODELS, RUNS, dataset_args, finished, out_dir, parser, setting
 
 from attnlab import load_model, measure_attention, save_checkpoint
 from attnlab.models import create_model
@@ -25,23 +25,28 @@ from attnlab.tables import write_csv
 MODELS = {label: MAIN_MODELS[label] for label in ("ViT", "ReViT")}
 
 
-def epochs_of(run) -> list:  # noqa: ANN001
-    epochs = sorted(int(re.findall(r"\d+", p.stem)[0]) for p in run.glob("epoch_*.pt"))
-    return [e for e in epochs if e & (e - 1) == 0 or e == epochs[-1]]  # 1, 2, 4, 8, ... and the last
+def epoch_files(name: str, dataset: str, seed: int) -> dict:
+    """``{epoch: checkpoint}`` of one run at epochs 1, 2, 4, 8, ... and the last: runs/, else committed."""
+    run = RUNS / dataset / name / f"seed{seed}"
+    if finished(run):
+        found = {int(re.findall(r"\d+", p.stem)[0]): p for p in run.glob("epoch_*.pt")}
+    else:
+        found = {int(p.suffixes[0][len(".epoch"):]): p for p in (COMMITTED / dataset / name).glob(f"seed{seed}.epoch*.pt")}
+    last = max(found, default=0)
+    return {e: found[e] for e in sorted(found) if e & (e - 1) == 0 or e == last}
 
 
 def one_seed(seed: int, args) -> pd.DataFrame:  # noqa: ANN001
     frames = []
     tmp = RUNS / args.dataset / "_init"
     for label, name in MODELS.items():
-        run = RUNS / args.dataset / name / f"seed{seed}"
-        epochs = epochs_of(run)
-        trained, spec = load_model(run / f"epoch_{epochs[-1]}.pt")
+        files = epoch_files(name, args.dataset, seed)
+        trained, spec = load_model(files[max(files)])
         torch.manual_seed(spec.provenance.get("seed", seed))
         init = create_model(spec.arch, **spec.options)
         init_path = save_checkpoint(init, tmp / f"{name}_seed{seed}.pt", classes=spec.classes, input_spec=spec.input,
                                     provenance={"epochs": 0, "seed": seed})
-        for epoch, path in [(0, init_path)] + [(e, run / f"epoch_{e}.pt") for e in epochs]:
+        for epoch, path in [(0, init_path)] + sorted(files.items()):
             frame = measure_attention([str(path)], [label], num_images=args.images, metrics=("mad_px",),
                                       **dataset_args(args)).frame
             frame = frame[(frame["head"] == -1) & (frame["attention"] == "applied")].copy()
@@ -52,11 +57,10 @@ def one_seed(seed: int, args) -> pd.DataFrame:  # noqa: ANN001
 
 if __name__ == "__main__":
     args = parser(__doc__).parse_args()
-    seeds = [int(p.name[4:]) for p in sorted((RUNS / args.dataset / MODELS["ViT"]).glob("seed*"))
-             if all(finished(RUNS / args.dataset / n / p.name) for n in MODELS.values())]
+    seeds = [s for s in range(100) if all(epoch_files(n, args.dataset, s) for n in MODELS.values())]
     if not seeds:
-        raise SystemExit(f"no epoch checkpoints in {RUNS / args.dataset}: run `uv run python analyses/train_models.py "
-                         "--only main` first (they are not committed)")
+        raise SystemExit(f"no epoch checkpoints of {', '.join(MODELS.values())} on {args.dataset}: run "
+                         "`uv run python analyses/train_models.py --only main` first")
     runs = stack_runs({seed: one_seed(seed, args) for seed in seeds})
     summary = over_seeds(runs)
     use_style()

@@ -22,8 +22,8 @@ itself in run.json there: the command that trained it, its seed, epochs, images,
 best top-1. A finished run is skipped, an interrupted one resumed.
 
 --collect copies every finished run's best.pt into checkpoints/<dataset>/<name>/seed<k>.pt with
-its metrics.csv and run.json beside it (seed<k>.metrics.csv, seed<k>.run.json): what is committed
-and what the analyses read when runs/ is absent.
+its metrics.csv and run.json beside it (seed<k>.metrics.csv, seed<k>.run.json) and its kept
+epochs (seed<k>.epoch<j>.pt): what is committed and what the analyses read when runs/ is absent.
 """
 from __future__ import annotations
 
@@ -94,6 +94,8 @@ def collect(dataset: str) -> None:
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "best.pt", target / f"{seed}.pt")
         shutil.copyfile(run_dir / "metrics.csv", target / f"{seed}.metrics.csv")
+        for epoch in run_dir.glob("epoch_*.pt"):  # the main runs keep every epoch (globality over training)
+            shutil.copyfile(epoch, target / f"{seed}.{epoch.stem.replace('_', '')}.pt")
         record = run_dir / "run.json"
         if record.exists():
             shutil.copyfile(record, target / f"{seed}.run.json")
