@@ -12,6 +12,8 @@ from .common import fail, user_errors
 
 _RECIPE = "Training recipe"
 _AUG = "Augmentation"
+_SPEED = "Data loading and GPU"
+_OFF = ("off", "false", "no", "none", "0")
 
 
 @user_errors
@@ -23,6 +25,7 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Global batch size (default 128).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default 1e-3).")] = None,
     subset: Annotated[Optional[int], typer.Option("--subset", help="Train on the first N training images.")] = None,
+    eval_split: Annotated[Optional[str], typer.Option("--eval-split", help="The split evaluated after each epoch (default test; an image folder's val, say).")] = None,
     eval_subset: Annotated[Optional[int], typer.Option("--eval-subset", help="Test images evaluated after each epoch: the first N (default: all).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda (default auto).")] = None,
@@ -38,13 +41,20 @@ def train(
     drop_path: Annotated[Optional[float], typer.Option("--drop-path", help="Stochastic depth rate (default: the recipe's, long 0.1, short 0).", rich_help_panel=_RECIPE)] = None,
     clip_grad: Annotated[Optional[float], typer.Option("--clip-grad", help="Max gradient norm, 0 = off (default 1.0).", rich_help_panel=_RECIPE)] = None,
     ema: Annotated[Optional[bool], typer.Option("--ema/--no-ema", help="Keep (and evaluate, save) an EMA of the weights.", rich_help_panel=_RECIPE, show_default=False)] = None,
-    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="Mixed precision on GPUs (default on).", rich_help_panel=_RECIPE, show_default=False)] = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="--no-augment switches every augmentation off.", rich_help_panel=_AUG, show_default=False)] = None,
     randaugment: Annotated[Optional[str], typer.Option("--randaugment", help="timm-style rand-m9-n2, or none (default: the recipe's, long rand-m9-n2, short none).", rich_help_panel=_AUG)] = None,
     crop_padding: Annotated[Optional[int], typer.Option("--crop-padding", help="Random-crop padding in pixels, 0 = off (default 4).", rich_help_panel=_AUG)] = None,
     hflip: Annotated[Optional[float], typer.Option("--hflip", help="Horizontal flip probability (default 0.5).", rich_help_panel=_AUG)] = None,
     mixup: Annotated[Optional[float], typer.Option("--mixup", help="Mixup alpha, 0 = off (default: the recipe's, long 0.8, short 0).", rich_help_panel=_AUG)] = None,
     cutmix: Annotated[Optional[float], typer.Option("--cutmix", help="CutMix alpha, 0 = off (default: the recipe's, long 1.0, short 0).", rich_help_panel=_AUG)] = None,
+    random_erasing: Annotated[Optional[float], typer.Option("--random-erasing", help="Probability of one random-erasing box per image (timm, pixel mode); default 0.", rich_help_panel=_AUG)] = None,
+    crop_scale: Annotated[Optional[float], typer.Option("--crop-scale", help="Streamed data: the random-resized crop keeps this much of the image area up to all of it (default 0.08).", rich_help_panel=_AUG)] = None,
+    in_memory: Annotated[Optional[bool], typer.Option("--data-in-memory/--stream", help="Hold the training images in memory as uint8 tensors, or stream them from disk through DataLoader workers (default: in memory when they fit --memory-budget-gb).", rich_help_panel=_SPEED, show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="DataLoader worker processes for streamed data (default min(8, CPU count)); 0 = in the main process.", rich_help_panel=_SPEED)] = None,
+    memory_budget_gb: Annotated[Optional[float], typer.Option("--memory-budget-gb", help="GiB the in-memory images may take before training streams (default: a quarter of the RAM).", rich_help_panel=_SPEED)] = None,
+    amp: Annotated[Optional[str], typer.Option("--amp", metavar="MODE", help="Mixed precision: auto (bf16 on GPUs that have it, else fp16 with loss scaling; off on CPU), bf16, fp16 or off.", rich_help_panel=_SPEED)] = None,
+    no_amp: Annotated[bool, typer.Option("--no-amp", help="The same as --amp off.", hidden=True)] = False,
+    compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (GPU runs; checkpoints stay plain state dicts).", rich_help_panel=_SPEED, show_default=False)] = None,
     save_every: Annotated[Optional[int], typer.Option("--save-every", help="Write the resume state every K steps (default 50).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch.")] = None,
     progress: Annotated[Optional[str], typer.Option("--progress", help="Progress bar: auto, on or off.")] = None,
@@ -52,13 +62,20 @@ def train(
     """Train a model from scratch; writes last.pt, best.pt, metrics.csv and a resume state into --out."""
     from ..train.config import explicit_values, resolve_config
 
+    if no_amp and amp is not None and amp.strip().lower() not in _OFF:
+        fail(f"--no-amp and --amp {amp} contradict each other; pass one of them")
+    mode = "off" if no_amp else (amp.strip().lower() if amp is not None else None)
+    amp_flags = {} if mode is None else {"amp": False} if mode in _OFF else {"amp": True, "amp_dtype": mode}
     flags = {
         "model": model, "dataset": dataset, "data_dir": data_dir, "epochs": epochs, "batch_size": batch_size,
-        "lr": lr, "subset": subset, "eval_subset": eval_subset, "recipe": recipe, "seed": seed, "device": device, "out": out, "weight_decay": weight_decay,
+        "lr": lr, "subset": subset, "eval_split": eval_split, "eval_subset": eval_subset, "recipe": recipe, "seed": seed, "device": device, "out": out, "weight_decay": weight_decay,
         "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing, "drop_path": drop_path,
-        "clip_grad": clip_grad, "ema": ema, "amp": amp, "augment": augment, "randaugment": randaugment,
+        "clip_grad": clip_grad, "ema": ema, "augment": augment, "randaugment": randaugment,
         "crop_padding": crop_padding, "hflip": hflip, "mixup": mixup, "cutmix": cutmix, "save_every": save_every,
         "threads": threads, "progress": progress, "model_options": model_options, "keep_epochs": keep_epochs,
+        "random_erasing": random_erasing, "crop_scale": crop_scale, "workers": workers,
+        "memory_budget_gb": memory_budget_gb, "compile": compile_model,
+        "data": None if in_memory is None else "memory" if in_memory else "stream", **amp_flags,
     }
     if resume:
         explicit = explicit_values(config, flags)

@@ -5,7 +5,7 @@ runs; ``evaluate_checkpoint`` is what ``attnlab evaluate`` runs. The config and 
 modules load without torch (instant CLI validation); everything else loads on first use.
 
 Imports flow one way: launch -> loop -> (plan, optim, recipe, records, run_folder,
-evaluate, distributed, augment, progress) -> (data, state, config).
+evaluate, loader, accel, progress) -> (distributed, augment, data, state, config).
 """
 from __future__ import annotations
 

@@ -157,3 +157,15 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator, fill:
     out = padded.permute(0, 2, 3, 1)[batch, rows, cols]          # [B, H, W, C]
     return out.permute(0, 3, 1, 2).contiguous()
 
+
+
+def batch_erasing(probability: float, device: torch.device) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """timm's random erasing (pixel mode) over a normalised batch, or None when off.
+
+    It draws from Python's ``random`` and torch's RNG, which the trainer seeds every step.
+    """
+    if probability <= 0:
+        return None
+    from timm.data.random_erasing import RandomErasing
+
+    return RandomErasing(probability=probability, mode="pixel", device=device.type)

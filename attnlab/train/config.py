@@ -6,8 +6,10 @@ gradient clipping, crops and flips). The regularisation that suits long runs onl
 ``"auto"`` for ``randaugment``) and filled by a recipe when the run starts
 (``attnlab.train.recipe``: ``short`` for runs under 2,000 steps, else ``long``); a value
 the user gives always wins. Every augmentation can be switched off one by one, or all at
-once with ``augment: false``. This module imports no torch, so the CLI can validate a
-config instantly.
+once with ``augment: false``. ``data`` says whether the training images are held in
+memory or streamed from disk (``auto``: in memory when they fit ``memory_budget_gb``);
+``workers``, ``amp_dtype`` and ``compile`` tune the streamed and GPU paths. This module
+imports no torch, so the CLI can validate a config instantly.
 """
 from __future__ import annotations
 
@@ -22,12 +24,15 @@ from ..errors import AttnlabError
 from ..paths import PathLike
 
 #: Keys that may change when a run is resumed (they do not change the numbers it computes).
-RUNTIME_KEYS = frozenset({"data_dir", "download", "device", "out", "progress", "threads", "save_every"})
+RUNTIME_KEYS = frozenset({"data_dir", "download", "device", "out", "progress", "threads", "save_every", "workers",
+                          "memory_budget_gb"})
 
 PROGRESS_MODES = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "cuda")
 AUTO = "auto"
 RECIPE_CHOICES = (AUTO, "short", "long")  # what each sets: attnlab.train.recipe.RECIPES
+DATA_MODES = (AUTO, "memory", "stream")  # how training reads its images: attnlab.train.loader
+AMP_DTYPES = (AUTO, "bf16", "fp16")      # with amp on; --amp off is amp: false (attnlab.train.accel)
 
 
 @dataclass
@@ -59,6 +64,8 @@ class TrainConfig:
     randaugment: Optional[str] = AUTO        # timm-style "rand-m<M>-n<N>"; none = off; long rand-m9-n2, short off
     crop_padding: int = 4                    # random crop after zero-padding this many pixels; 0 = off
     hflip: float = 0.5                       # horizontal flip probability; 0 = off
+    crop_scale: float = 0.08                 # streamed data: random-resized-crop keeps crop_scale..1 of the area
+    random_erasing: float = 0.0              # chance an image gets one random-erasing box (timm, pixel mode); 0 = off
     mixup: Optional[float] = None            # mixup alpha; 0 = off; long 0.8, short 0
     cutmix: Optional[float] = None           # cutmix alpha; 0 = off; long 1.0, short 0
     mixup_prob: float = 1.0                  # chance a batch is mixed at all
@@ -66,10 +73,15 @@ class TrainConfig:
     ema: bool = False                        # keep an EMA of the weights (evaluated and saved instead)
     ema_decay: float = 0.999
     amp: bool = True                         # mixed precision; only ever used on a GPU
+    amp_dtype: str = AUTO                    # with amp: auto (bf16 where the GPU has it, else fp16) | bf16 | fp16
+    compile: bool = False                    # torch.compile the model (the checkpoints stay plain state dicts)
     # run control
     seed: int = 0
     device: str = "auto"                     # auto | cpu | cuda
     eval_batch_size: int = 256
+    data: str = AUTO                         # auto (in memory when it fits memory_budget_gb) | memory | stream
+    workers: Optional[int] = None            # DataLoader processes for streamed data (default min(8, CPUs))
+    memory_budget_gb: Optional[float] = None  # what the in-memory images may take (default a quarter of the RAM)
     save_every: int = 50                     # write the resume state every K steps (and every epoch end); 0 = epoch ends only
     threads: Optional[int] = None            # torch CPU threads for this run (default: torch's choice)
     progress: str = "auto"                   # progress bar: auto (when stderr is a terminal) | on | off
@@ -102,6 +114,9 @@ class TrainConfig:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean {close[0]}?" if close else ""
                 raise AttnlabError(f"unknown option {raw_key!r} in {source}{hint} (known: {', '.join(known)})")
+            if key == "amp" and isinstance(value, str) and value.strip().lower() in AMP_DTYPES:
+                self.amp, self.amp_dtype = True, value.strip().lower()  # amp: bf16 means amp on, in bf16
+                continue
             setattr(self, key, _coerce(value, hints[key], key, source))
         return self
 
@@ -141,6 +156,18 @@ class TrainConfig:
             raise AttnlabError(f"recipe must be one of {', '.join(RECIPE_CHOICES)}, not {self.recipe!r}")
         if self.randaugment not in (None, AUTO):
             parse_randaugment(self.randaugment)
+        if self.data not in DATA_MODES:
+            raise AttnlabError(f"data must be one of {', '.join(DATA_MODES)}, not {self.data!r}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise AttnlabError(f"amp must be one of {', '.join(AMP_DTYPES)} or off, not {self.amp_dtype!r}")
+        if self.workers is not None:
+            _at_least("workers", self.workers, 0)
+        if not 0 < self.crop_scale <= 1:
+            raise AttnlabError(f"crop_scale must be in (0, 1], not {self.crop_scale}")
+        if not 0 <= self.random_erasing <= 1:
+            raise AttnlabError(f"random_erasing must be between 0 and 1, not {self.random_erasing}")
+        if self.memory_budget_gb is not None and not (self.memory_budget_gb >= 0 and math.isfinite(self.memory_budget_gb)):
+            raise AttnlabError(f"memory_budget_gb must be a number >= 0, not {self.memory_budget_gb}")
         self.parsed_model_options()
         self.kept_epochs()
         return self
@@ -305,4 +332,7 @@ def explicit_values(config_file: Optional[PathLike] = None, overrides: Optional[
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     probe.update(given, "the command line")
     values.update({k: getattr(probe, k) for k in given})
+    raw_amp = {**(raw if config_file is not None else {}), **given}.get("amp")
+    if isinstance(raw_amp, str) and raw_amp.strip().lower() in AMP_DTYPES:  # amp: bf16 sets amp_dtype too
+        values["amp_dtype"] = probe.amp_dtype
     return values

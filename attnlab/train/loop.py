@@ -1,10 +1,11 @@
 """The training loop: small ViTs from scratch, resumable to the bit, on one or many processes.
 
-``train(config)`` loads both splits into memory (``attnlab.train.data``), fills the options
-left to the recipe (``attnlab.train.recipe``), builds the model for the dataset (channels,
-classes), and trains with AdamW (``attnlab.train.optim``), label smoothing, RandAugment /
-crop / flip on tensors, mixup + cutmix (timm), drop-path, gradient clipping, mixed
-precision on GPUs and an optional EMA.
+``train(config)`` fills the options left to the recipe (``attnlab.train.recipe``), builds
+the model for the dataset (channels, classes), holds the splits in memory or streams them
+from disk (``attnlab.train.loader``), and trains with AdamW (``attnlab.train.optim``),
+label smoothing, RandAugment / crop / flip (on tensors in memory, timm's per-image
+pipeline when streamed), mixup + cutmix (timm), drop-path, gradient clipping, mixed
+precision and optional torch.compile on GPUs (``attnlab.train.accel``) and an optional EMA.
 
 What it writes into the run folder (rank 0 only):
 
@@ -20,26 +21,29 @@ with the same weights, bit for bit, as a run that was never interrupted (same de
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..errors import AttnlabError, plural
-from .augment import TensorAugment
-from .config import TrainConfig
-from .data import input_spec_for, load_split, normalize_uint8, to_tensor_data
-from .distributed import init_distributed, shard
+from .accel import amp_name, autocast_dtype, autocast_forward, compile_model, fused_adamw, grad_scaler
+from .config import AUTO, TrainConfig
+from .data import input_spec_for, load_split, to_tensor_data
+from .distributed import init_distributed
 from .evaluate import EvalResult, evaluate_batches
 from .optim import build_optimizer, build_scheduler
 from .plan import build_model, load_eval_split, plan_batches
 from .progress import StepProgress
 from .recipe import apply_recipe
+from .loader import (MemoryBatches, StreamBatches, default_workers, memory_budget_bytes, memory_eval_batches, plan_data,
+                     stream_eval_batches, stream_transform)
 from .records import EpochTally, TrainResult, alpha_value, epoch_line, epoch_row, metrics_csv
 from .run_folder import check_new_run, check_same_run, resumable_state
-from .state import atomic_write_text, capture_rng, epoch_permutation, restore_rng, save_state, seed_all, seed_step
+from .state import atomic_write_text, capture_rng, epoch_permutation, restore_rng, save_state, seed_all
 
 Log = Optional[Callable[[str], None]]
 
@@ -82,26 +86,38 @@ class Trainer:
         channels = int(train_ds.channels)
 
         self.config, self.recipe = apply_recipe(cfg, len(train_ds))
+        saved = self.state.get("config", {}) if self.state is not None else {}
+        if self.config.data == AUTO and saved.get("data") in ("memory", "stream"):
+            self.config = dataclasses.replace(self.config, data=saved["data"])  # resume as it was chosen
         cfg = self.config.validate()
         if self.state is not None:
-            check_same_run(cfg, self.state.get("config", {}), out)
+            check_same_run(cfg, saved, out)
 
         seed_all(cfg.seed)
         self.model = build_model(cfg, channels, self.classes, self.dataset_name)
         self.spec = input_spec_for(self.model, self.dataset_name, channels)
-        self.train_data = to_tensor_data(train_ds, self.spec)
-        self.test_data = to_tensor_data(test_ds, self.spec)
-        if len(self.train_data) == 0 or len(self.test_data) == 0:
+        self.train_images, self.eval_images = len(train_ds), len(test_ds)
+        if self.train_images == 0 or self.eval_images == 0:
             raise AttnlabError(f"{self.dataset_name}: the train or {cfg.eval_split} split holds no images")
+        self._setup_data(train_ds, test_ds)
+        cfg = self.config
 
-        plan = plan_batches(len(self.train_data), cfg.batch_size, self.dist.world_size, cfg.mixing)
+        plan = plan_batches(self.train_images, cfg.batch_size, self.dist.world_size, cfg.mixing)
         self.batch_size, self.steps_per_epoch, self.note = plan.batch_size, plan.steps_per_epoch, plan.note
         self.mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(self.spec.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        fill = [int(round(255 * m)) for m in self.spec.mean]
-        self.augment = TensorAugment(cfg.randaugment if cfg.augment else None,
-                                     cfg.crop_padding if cfg.augment else 0,
-                                     cfg.hflip if cfg.augment else 0.0, fill=fill)
+
+    def _setup_data(self, train_ds: Any, test_ds: Any) -> None:
+        """Hold each split in memory or stream it (the config records which), and the precision."""
+        cfg = self.config
+        plan = self.data_plan = plan_data(cfg.data, self.train_images, self.eval_images, self.spec,
+                                          memory_budget_bytes(cfg.memory_budget_gb))
+        self.config = dataclasses.replace(cfg, data=plan.mode)
+        self.workers = cfg.workers if cfg.workers is not None else default_workers()
+        self.autocast_dtype: Optional[torch.dtype] = autocast_dtype(cfg.amp, cfg.amp_dtype, self.device)
+        self.train_ds, self.test_ds = train_ds, test_ds
+        self.train_data = to_tensor_data(train_ds, self.spec) if plan.train_in_memory else None
+        self.test_data = to_tensor_data(test_ds, self.spec) if plan.eval_in_memory else None
 
     def _build_training(self) -> None:
         """Optimizer, schedule, EMA, mixed precision, mixup and the loss, for the planned batches."""
@@ -111,7 +127,7 @@ class Trainer:
 
         cfg = self.config
         self.model.to(self.device)
-        self.net = self.model
+        self.net: nn.Module = self.model
         if self.dist.enabled:
             import warnings
 
@@ -121,15 +137,12 @@ class Trainer:
             # from DDP's bucket view: a harmless copy, warned about once per process
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.net = compile_model(self.net, cfg.compile)  # run compiled; self.model (plain) is what is saved
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.model, cfg)
+        self.optimizer = build_optimizer(self.model, cfg, fused=fused_adamw(self.device))
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema else None
-
-        self.autocast_dtype: Optional[torch.dtype] = None
-        if cfg.amp and self.device.type == "cuda":
-            self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        self.scaler = grad_scaler(self.device, self.autocast_dtype)
 
         self.mixup = None
         if cfg.mixing:
@@ -141,6 +154,11 @@ class Trainer:
             self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.generator = torch.Generator()
         self.nonfinite = torch.zeros(1)  # summed over processes, so that all stop together
+        where = (self.batch_size, self.steps_per_epoch, cfg.seed, self.dist.rank, self.dist.world_size,
+                 self.generator, self.device)
+        self.batches: Any = (MemoryBatches(self.train_data, cfg, self.spec, self.mean, self.std, *where)
+                             if self.train_data is not None else
+                             StreamBatches(self.train_ds, stream_transform(cfg, self.spec), self.workers, *where))
 
     # -------------------------------------------------------------- resume state
     def _save_state(self, epoch: int, step: int, perm: Optional[torch.Tensor], tally: EpochTally,
@@ -200,16 +218,12 @@ class Trainer:
 
     def evaluate(self) -> EvalResult:
         """The eval split through :attr:`eval_model`, each process a strided share, counts summed."""
-        idx = torch.arange(len(self.test_data))[self.dist.rank::self.dist.world_size]
+        idx = torch.arange(self.eval_images)[self.dist.rank::self.dist.world_size]
         bs = self.config.eval_batch_size
-
-        def batches():
-            for i in range(0, len(idx), bs):
-                j = idx[i:i + bs]
-                x = self.test_data.images[j].to(self.device, non_blocking=True)
-                yield normalize_uint8(x, self.mean, self.std), self.test_data.targets[j]
-
-        res = evaluate_batches(self.eval_model, batches(), self.classes, self.device, self.autocast_dtype)
+        source = (memory_eval_batches(self.test_data, idx, bs, self.device, self.mean, self.std)
+                  if self.test_data is not None else
+                  stream_eval_batches(self.test_ds, self.spec, idx, bs, self.workers, self.device))
+        res = evaluate_batches(self.eval_model, source, self.classes, self.device, self.autocast_dtype)
         if self.dist.enabled:
             res = EvalResult.from_counts(self.dist.all_reduce_sum(res.counts_tensor()), self.classes)
         return res
@@ -223,8 +237,8 @@ class Trainer:
         prov = {
             "dataset": self.dataset_name, "epochs": epoch, "seed": self.config.seed,
             "metrics": dict(row), "config": self.config.to_dict(), "recipe": self.recipe.to_dict(),
-            "train_images": len(self.train_data), "eval_split": self.config.eval_split,
-            "eval_images": len(self.test_data), "weights": "ema" if self.ema is not None else "model",
+            "train_images": self.train_images, "eval_split": self.config.eval_split,
+            "eval_images": self.eval_images, "weights": "ema" if self.ema is not None else "model",
         }
         names = ["last.pt"] + [f"epoch_{epoch}.pt"] * (epoch in self.config.kept_epochs())
         names += ["best.pt"] * (epoch == self.best_epoch)
@@ -273,7 +287,7 @@ class Trainer:
 
     def _epoch_order(self, epoch: int, resumed_mid_epoch: bool) -> torch.Tensor:
         """This epoch's data order (seeded); a resume mid-epoch checks it is the saved one."""
-        perm = epoch_permutation(self.config.seed, epoch, len(self.train_data))
+        perm = epoch_permutation(self.config.seed, epoch, self.train_images)
         saved = self.resumed_perm
         if resumed_mid_epoch and saved is not None and saved.numel() and not torch.equal(saved, perm):
             raise AttnlabError("cannot resume: this epoch's data order differs from the saved one "
@@ -286,41 +300,24 @@ class Trainer:
         bar.start_epoch(f"{epoch + 1}/{cfg.epochs}", self.steps_per_epoch, start_step)
         self.net.train()
         tally.restart_clock()
+        batches = self.batches.epoch(epoch, start_step, perm)
         for step in range(start_step, self.steps_per_epoch):
-            self._train_step(epoch, step, perm, tally)
+            self._train_step(epoch, step, batches, tally)
             if bar.enabled:
                 bar.update(step + 1, tally.mean_loss, tally.accuracy, tally.images_per_s(self.dist.world_size))
             if cfg.save_every and self.global_step % cfg.save_every == 0 and step + 1 < self.steps_per_epoch:
                 tally.lap()
                 self._save_state(epoch, step + 1, perm, tally)
 
-    def _batch(self, epoch: int, step: int, perm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """This process's share of global batch ``step``: augmented, normalised, on the device."""
-        seed_step(self.config.seed, epoch, step, self.dist.rank, self.generator)
-        b = self.batch_size
-        idx = shard(perm[step * b:(step + 1) * b], self.dist.rank, self.dist.world_size)
-        x = self.train_data.images[idx]
-        y = self.train_data.targets[idx]
-        if self.augment.active:
-            x = self.augment(x, self.generator)
-        x = normalize_uint8(x.to(self.device, non_blocking=True), self.mean, self.std)
-        return x, y.to(self.device, non_blocking=True)
-
     def forward_loss(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Logits and loss of one batch (under autocast on GPUs)."""
-        if self.autocast_dtype is not None:
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                logits = self.net(x)
-                loss = self.criterion(logits.float(), target)
-        else:
-            logits = self.net(x)
-            loss = self.criterion(logits, target)
-        return logits, loss
+        return autocast_forward(self.net, self.criterion, x, target, self.device, self.autocast_dtype)
 
-    def _train_step(self, epoch: int, step: int, perm: torch.Tensor, tally: EpochTally) -> None:
-        """One optimizer step on global batch ``step``; stops the run before a non-finite update."""
+    def _train_step(self, epoch: int, step: int, batches: Iterator[Any], tally: EpochTally) -> None:
+        """One optimizer step on global batch ``step`` (timed from asking for its batch: waiting for
+        data counts); stops the run before a non-finite update."""
         t0 = time.perf_counter()
-        x, y = self._batch(epoch, step, perm)
+        x, y = next(batches)  # this process's share: augmented, normalised, on the device, RNGs seeded
         target = y
         if self.mixup is not None:
             x, target = self.mixup(x, y)
@@ -364,10 +361,12 @@ class Trainer:
     def _announce(self, start_epoch: int, start_step: int) -> None:
         cfg = self.config
         where = f"{self.device}" + (f" x {self.dist.world_size} processes" if self.dist.enabled else "")
-        self.log(f"training {cfg.model} on {self.dataset_name}: {len(self.train_data)} train / {len(self.test_data)} "
+        self.log(f"training {cfg.model} on {self.dataset_name}: {self.train_images} train / {self.eval_images} "
                  f"{cfg.eval_split} images, {len(self.classes)} classes, {plural(cfg.epochs, 'epoch')} of "
                  f"{plural(self.steps_per_epoch, 'step')}, batch {self.batch_size}, on {where} -> {cfg.out_dir}")
         self.log(self.recipe.describe())
+        gpu = f"; {amp_name(self.autocast_dtype)}" + ", compiled" * cfg.compile if self.device.type == "cuda" else ""
+        self.log(self.data_plan.describe(self.workers) + gpu)
         if self.note:
             self.log(f"note: {self.note}")
         if start_epoch or start_step:
@@ -404,6 +403,8 @@ def train(config: TrainConfig, resume: bool = False, log: Log = print) -> TrainR
         trainer.setup()
         return trainer.fit()
     finally:
+        if getattr(trainer, "batches", None) is not None:
+            trainer.batches.close()  # the streamed path's worker processes
         if config.threads:
             torch.set_num_threads(previous_threads)
         dist = getattr(trainer, "dist", None)

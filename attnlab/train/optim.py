@@ -29,14 +29,16 @@ class WarmupCosine:
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: TrainConfig, fused: bool = False) -> torch.optim.Optimizer:
     """AdamW with two groups: decayed weights, and everything timm says must not decay
-    (1-D parameters: norms, biases, ReViT's ``a``; plus ``model.no_weight_decay()``)."""
+    (1-D parameters: norms, biases, ReViT's ``a``; plus ``model.no_weight_decay()``).
+    ``fused`` (CUDA parameters only) runs the update as one kernel."""
     from timm.optim import param_groups_weight_decay
 
     skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     groups = param_groups_weight_decay(model, weight_decay=config.weight_decay, no_weight_decay_list=skip)
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+    extra = {"fused": True} if fused else {}  # unset otherwise: torch's default, as before
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999), eps=1e-8, **extra)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
