@@ -8,7 +8,8 @@ from typing import Callable, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from .common import ModelOption, OfficialConfigOption, PretrainedOption, user_errors
+from .common import (ModelOption, OfficialConfigOption, PretrainedOption, WorkersOption, main_rank_prints,
+                     user_errors, workers_or_default, write_once)
 from .progress import progress_bars
 
 _DOCS = {
@@ -48,6 +49,7 @@ def _parse_metrics(text: Optional[str]) -> List[str]:
 
 
 def _make(kind: str) -> Callable[..., None]:
+    @main_rank_prints
     @user_errors
     def command(
         ckpt: Annotated[List[str], typer.Option("--ckpt", help="Checkpoint (repeat for several models on one figure).")],
@@ -60,6 +62,7 @@ def _make(kind: str) -> Callable[..., None]:
         num_images: Annotated[Optional[int], typer.Option("--num-images", help="Images to analyse (default: up to 512).")] = None,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 64,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+        workers: WorkersOption = None,
         radii: Annotated[str, typer.Option(help="Globality-curve radii in patches, comma-separated.")] = "0,1,2,3,4,6,8",
         metrics: Annotated[Optional[str], typer.Option("--metrics", help="Metrics to measure, comma-separated: mad_px, mad_px_raw, nonlocality, globality, prefix_mass, and the high-norm tokens token_norm_q25, token_norm_q50, token_norm_q75, token_norm_q99, token_norm_max, high_norm_share, high_norm_mass (default: the five globality metrics).", show_default=False)] = None,
         out: Annotated[Path, typer.Option(help="Output folder.")] = Path(f"out/{kind}"),
@@ -83,11 +86,11 @@ def _make(kind: str) -> Callable[..., None]:
                 ckpt, label, images=all_images or None, dataset=dataset, data_dir=data_dir, split=split,
                 num_images=num_images, batch_size=batch_size, device=device, radii=_parse_radii(radii),
                 model=model, pretrained=pretrained, official_config=official_config, progress_factory=bar,
-                metrics=chosen,
+                metrics=chosen, workers=workers_or_default(workers),
             )
         for note in result.notes:
             typer.echo(f"note: {note}", err=True)
-        written = result.save(out)
+        written = write_once(lambda: result.save(out))
         metric = "entropy_norm" if kind == "entropy" else "mad_px" if "mad_px" in chosen else chosen[0]
         unit = {"entropy_norm": "entropy / log N", "mad_px": "mean attention distance (px)"}.get(metric, metric)
         typer.echo(f"{unit} per layer, mean over heads, {plural(result.n_images, 'image')}:")

@@ -1,7 +1,10 @@
-"""What the commands share: checkpoint options, and turning user errors into one line."""
+"""What the commands share: checkpoint options, turning user errors into one line, and
+under torchrun, one process (rank 0) that prints."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional, TypeVar
@@ -20,6 +23,9 @@ PretrainedOption = Annotated[bool, typer.Option(
     "--pretrained", help="Treat --ckpt as a timm model name and load its published weights.")]
 OfficialConfigOption = Annotated[Optional[Path], typer.Option(
     "--official-config", help="YAML config of an official ReViT, ReMViTv2 or ReSwin checkpoint (checked against the weights; gives ReViT its number of heads).")]
+WorkersOption = Annotated[Optional[int], typer.Option(
+    "--workers", help="Processes decoding images (DataLoader workers; 0: the main process). "
+    "Default: min(8, CPU cores / processes on this machine).", show_default=False)]
 IgnoreClassNamesOption = Annotated[bool, typer.Option(
     "--ignore-class-names", help="Score against the dataset's labels even though its class names are not the "
     "model's (relabelled data).")]
@@ -51,3 +57,37 @@ def load(ckpt: str, model: Optional[str], pretrained: bool, official_config: Opt
     from ..checkpoint import load_model
 
     return load_model(ckpt, model=model, pretrained=pretrained, official_config=official_config)
+
+
+def workers_or_default(workers: Optional[int]) -> int:
+    """``--workers`` as given, else min(8, the CPU cores this process's share of the machine has)."""
+    if workers is not None:
+        return workers
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, min(8, (os.cpu_count() or 1) // local))
+
+
+def main_rank_prints(fn: F) -> F:
+    """Under torchrun only rank 0 prints: the other ranks' output (and their copy of an error
+    line, which rank 0 prints too) goes nowhere. Put it outside :func:`user_errors`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or os.environ.get("RANK", "0") == "0":
+            return fn(*args, **kwargs)
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), \
+                contextlib.redirect_stderr(devnull):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def write_once(save: Callable[[], Any]) -> Any:
+    """Run ``save`` (rank 0 writes; a study's save writes nothing on the other ranks) and, under
+    torchrun, let every rank hear whether it worked: a failed write fails every rank alike."""
+    from ..studies.sharding import current_world
+
+    return current_world().run(save)

@@ -7,9 +7,11 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from .common import IgnoreClassNamesOption, CkptOption, ModelOption, OfficialConfigOption, PretrainedOption, user_errors
+from .common import (CkptOption, IgnoreClassNamesOption, ModelOption, OfficialConfigOption, PretrainedOption,
+                     WorkersOption, main_rank_prints, user_errors, workers_or_default, write_once)
 
 
+@main_rank_prints
 @user_errors
 def evaluate(
     ckpt: CkptOption,
@@ -22,6 +24,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 256,
     out: Annotated[Path, typer.Option("--out", help="Output folder for per_class_accuracy.csv.")] = Path("out/evaluate"),
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    workers: WorkersOption = None,
     model: ModelOption = None,
     pretrained: PretrainedOption = False,
     official_config: OfficialConfigOption = None,
@@ -41,8 +44,8 @@ def evaluate(
     result, spec = evaluate_checkpoint(ckpt, dataset, data_dir=data_dir, split=split, batch_size=batch_size,
                                        device=device, num_images=num_images, model=model, pretrained=pretrained,
                                        official_config=official_config, label=label,
-                                       ignore_class_names=ignore_class_names)
-    path = save_per_class_accuracy(result, out)
+                                       ignore_class_names=ignore_class_names, workers=workers_or_default(workers))
+    path = write_once(lambda: save_per_class_accuracy(result, out))
     k = min(5, len(result.classes))
     typer.echo(f"{result.model} ({spec.arch}) on {dataset}/{split}: {plural(result.n, 'image')}")
     typer.echo(f"top-1 {result.top1:.2f}%  ({result.correct1}/{result.n})")

@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from .common import ModelOption, OfficialConfigOption, PretrainedOption, user_errors
+from .common import (ModelOption, OfficialConfigOption, PretrainedOption, WorkersOption, main_rank_prints,
+                     user_errors, workers_or_default)
 from .progress import progress_bars
 
 METHOD_NAMES = "gradcam, gradcam++, xgradcam, eigencam, layercam, scorecam, ablationcam, chefer, attn-grad"
@@ -23,6 +24,7 @@ SUMMARY = ("road_combined", "confidence_drop", "perturbation_positive_probabilit
            "perturbation_negative_probability_auc", "deletion_auc", "insertion_auc")
 
 
+@main_rank_prints
 @user_errors
 def gradcam(
     ckpt: Annotated[List[str], typer.Option("--ckpt", help="Checkpoint (repeat for several models in one figure).")],
@@ -38,6 +40,7 @@ def gradcam(
     layer: Annotated[str, typer.Option("--layer", help="Target layer: auto (the last block's norm1 for class-token models, the last block for pooled ones, the last patch block for CaiT, the last stage for Swin / MViTv2) or a module path such as blocks.4.norm1.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass (and ScoreCAM / AblationCAM batch).")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    workers: WorkersOption = None,
     metrics: Annotated[bool, typer.Option("--metrics/--no-metrics", help="Compute the faithfulness metrics (the slow part on large images).")] = True,
     faithfulness: Annotated[Optional[List[str]], typer.Option("--faithfulness", help=FAITHFULNESS_HELP)] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/gradcam"),
@@ -63,7 +66,8 @@ def gradcam(
                          num_images=num_images, methods=method, target=target, layer=layer, batch_size=batch_size,
                          device=device, metrics=metrics, faithfulness=faithfulness, model=model, pretrained=pretrained,
                          official_config=official_config, log=lambda line: typer.echo(line, err=True),
-                         progress_factory=lambda label, total: bar(label, total, "maps"))
+                         progress_factory=lambda label, total: bar(label, total, "maps"),
+                         workers=workers_or_default(workers))
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
     written = result.save(out)

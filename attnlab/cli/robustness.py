@@ -7,7 +7,8 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from .common import IgnoreClassNamesOption, ModelOption, OfficialConfigOption, PretrainedOption, user_errors
+from .common import (IgnoreClassNamesOption, ModelOption, OfficialConfigOption, PretrainedOption, WorkersOption,
+                     main_rank_prints, user_errors, workers_or_default, write_once)
 from .progress import progress_bars
 
 
@@ -33,6 +34,7 @@ def summary(frame) -> str:  # noqa: ANN001
     return "\n".join(parts)
 
 
+@main_rank_prints
 @user_errors
 def robustness(
     ckpt: Annotated[List[str], typer.Option("--ckpt", help="Checkpoint (repeat for several models).")],
@@ -52,6 +54,7 @@ def robustness(
     seed: Annotated[int, typer.Option(help="Seed of the random protocols and the bootstrap.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (all transformed copies go through together).")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    workers: WorkersOption = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/robustness"),
     model: ModelOption = None,
     pretrained: PretrainedOption = False,
@@ -86,10 +89,10 @@ def robustness(
             direction=direction or "h", fill=fill or "black", protocol=protocol,
             seed=seed, batch_size=batch_size, device=device, attention=attention, model=model,
             pretrained=pretrained, official_config=official_config, progress_factory=bar,
-            ignore_class_names=ignore_class_names,
+            ignore_class_names=ignore_class_names, workers=workers_or_default(workers),
         )
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
-    written = result.save(out)
+    written = write_once(lambda: result.save(out))
     typer.echo(summary(result.frame))
     typer.echo("wrote " + ", ".join(str(p) for p in written))

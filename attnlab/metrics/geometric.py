@@ -10,7 +10,7 @@ as absent). Tensors in, tensors out; no model code.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -63,6 +63,16 @@ def uniform_in_windows(geometry: LayerGeometry) -> float:
     return float(per_query[q_ok].mean())
 
 
+def _flags(geometry: LayerGeometry) -> Tuple[bool, bool, bool]:
+    """``(some query has a position, every query has one, every key has one)``, read once per geometry
+    from its host tensors: asking the device copies would wait for the GPU on every batch."""
+    cache = geometry.__dict__.setdefault("_terms", {})  # not a field: equality and hashing ignore it
+    if "flags" not in cache:
+        _, keys, queries = geometry.distance_terms()
+        cache["flags"] = (bool(queries.any()), bool(queries.all()), bool(keys.all()))
+    return cache["flags"]
+
+
 def key_sums(attn: torch.Tensor, geometry: LayerGeometry, radii=()) -> torch.Tensor:  # noqa: ANN001
     """``[B, W, H, Nq, 2 + R]`` float64 sums over each query's keys with a position: the mass
     ``sum_j A_ij``, the distance ``sum_j A_ij d_ij`` (px) and, per radius r (in the layer's
@@ -95,7 +105,7 @@ def per_image(attn: torch.Tensor, geometry: LayerGeometry, scores: Optional[torc
     nw = geometry.windows
     b = attn.shape[0] // nw
     heads = attn.shape[1]
-    nan = torch.full((b, heads), math.nan, dtype=torch.float64)
+    nan = torch.full((b, heads), math.nan, dtype=torch.float64, device=attn.device)
     mad = _distance(attn, geometry, b, heads, sums) if distance else nan
     if not entropy:
         return mad, nan, nan
@@ -111,9 +121,10 @@ def per_image(attn: torch.Tensor, geometry: LayerGeometry, scores: Optional[torc
     return mad, h.mean(dim=(1, 3)), norm.mean(dim=(1, 3))
 
 
-def _over_queries(v: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-    """``[B, W, H, Nq, ...] -> [B, H, ...]``: the mean over windows and the queries with a position."""
-    if bool(queries.all()):
+def _over_queries(v: torch.Tensor, queries: torch.Tensor, every: bool) -> torch.Tensor:
+    """``[B, W, H, Nq, ...] -> [B, H, ...]``: the mean over windows and the queries with a position
+    (``every``: all of them have one)."""
+    if every:
         return v.mean(dim=(1, 3))
     q = queries.double().reshape(1, *queries.shape[:1], 1, queries.shape[1], *([1] * (v.dim() - 4)))
     return (v * q).sum(dim=(1, 3)) / q.sum(dim=(1, 3))
@@ -122,14 +133,15 @@ def _over_queries(v: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
 def _distance(attn: torch.Tensor, geometry: LayerGeometry, b: int, heads: int,
               sums: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean attention distance ``[B, heads]`` (px) of maps ``[B * W, H, Nq, Nk]``."""
-    _, keys, queries = geometry.distance_terms(attn.device)
-    if not bool(queries.any()):                                                # class attention: no distance
-        return torch.full((b, heads), math.nan, dtype=torch.float64)
+    _, _, queries = geometry.distance_terms(attn.device)
+    some_query, every_query, every_key = _flags(geometry)
+    if not some_query:                                                         # class attention: no distance
+        return torch.full((b, heads), math.nan, dtype=torch.float64, device=attn.device)
     sums = key_sums(attn, geometry) if sums is None else sums
     dist = sums[..., 1]                                                        # sum_j A_ij d_ij  [B, W, H, Nq]
-    if not bool(keys.all()):                                                   # renormalise over keys with a position
+    if not every_key:                                                          # renormalise over keys with a position
         dist = dist / sums[..., 0].clamp_min(1e-300)
-    return _over_queries(dist, queries)
+    return _over_queries(dist, queries, every_query)
 
 
 def per_image_extra(attn: torch.Tensor, geometry: LayerGeometry, radii,  # noqa: ANN001
@@ -143,15 +155,16 @@ def per_image_extra(attn: torch.Tensor, geometry: LayerGeometry, radii,  # noqa:
     nw = geometry.windows
     b, heads = attn.shape[0] // nw, attn.shape[1]
     _, _, queries = geometry.distance_terms(attn.device)
-    if not bool(queries.any()):
+    some_query, every_query, _ = _flags(geometry)
+    if not some_query:
         return {}
     sums = key_sums(attn, geometry, radii) if sums is None else sums            # [B, W, H, Nq, 2 + R]
     mass = sums[..., 0].clamp_min(1e-300)
-    out = {"nonlocality": _over_queries(sums[..., 1] / geometry.unit_px, queries),
-           "globality": _over_queries(sums[..., 2:] / mass[..., None], queries)}   # beyond r, over present keys
+    out = {"nonlocality": _over_queries(sums[..., 1] / geometry.unit_px, queries, every_query),
+           "globality": _over_queries(sums[..., 2:] / mass[..., None], queries, every_query)}  # beyond r
     if geometry.prefix:
         aw = attn.reshape(b, nw, heads, *attn.shape[2:])
-        out["prefix_mass"] = _over_queries(aw[..., :geometry.prefix].double().sum(-1), queries)
+        out["prefix_mass"] = _over_queries(aw[..., :geometry.prefix].double().sum(-1), queries, every_query)
     else:
         out["prefix_mass"] = torch.zeros(b, heads, dtype=torch.float64, device=attn.device)
     return out
@@ -160,24 +173,28 @@ def per_image_extra(attn: torch.Tensor, geometry: LayerGeometry, radii,  # noqa:
 class GeometricStats:
     """Streaming mean and standard deviation over images of :func:`per_image`'s metrics, per layer and head.
 
-    Rows come out in the tidy schema's columns (``attnlab.tables``): per head, and the mean
+    Per (layer, metric) it keeps the image count and float64 sums and sums of squares
+    ``[heads + 1, radii]`` (the last row: the per-image mean over heads), on the device of the
+    maps. Rows come out in the tidy schema's columns (``attnlab.tables``): per head, and the mean
     over heads (``head = -1``); a metric undefined for a layer (distance under class
     attention) gives no row rather than a zero.
     """
 
     METRICS = ("mad_px", "entropy", "entropy_norm")
     EXTRA = ("nonlocality", "globality", "prefix_mass")
+    #: How partial accumulators combine (``attnlab.studies.sharding``): counts and sums add up.
+    PARTIALS = "sums"
 
     def __init__(self, metrics: Optional[set] = None, radii=(0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)) -> None:  # noqa: ANN001
         self.metrics = [m for m in self.METRICS + self.EXTRA if metrics is None or m in metrics]
         self.radii = [float(r) for r in radii]
-        self._sums: dict = {}
+        self._sums: Dict[Tuple[int, str], list] = {}  # (layer, metric) -> [n, sums [H + 1, R], squares [H + 1, R]]
 
     def update(self, layer: int, attn: torch.Tensor, geometry: LayerGeometry,
                scores: Optional[torch.Tensor] = None) -> None:
         want = set(self.metrics)
         extra = bool(set(self.EXTRA) & want)
-        has_queries = bool(geometry.distance_terms(attn.device)[2].any())
+        has_queries = _flags(geometry)[0]
         sums = key_sums(attn, geometry, self.radii if extra else ()) \
             if has_queries and (extra or "mad_px" in want) else None                # one pass for every distance metric
         values = dict(zip(self.METRICS, per_image(attn, geometry, scores, distance="mad_px" in want,
@@ -187,25 +204,39 @@ class GeometricStats:
         for metric in self.metrics:
             if metric not in values:  # undefined for this layer (no query has a position)
                 continue
-            v = values[metric].cpu()                                            # [B, heads] (globality: [B, H, R])
+            v = values[metric].double()                                         # [B, heads] (globality: [B, H, R])
             v = v if metric == "globality" else v[..., None]                    # [B, H, R]
             v = torch.cat([v, v.mean(dim=1, keepdim=True)], dim=1)              # heads, then the mean over heads (-1)
-            n = v.shape[0]
-            sums, squares = v.sum(0).tolist(), (v * v).sum(0).tolist()          # [H + 1][R], one pass
-            radii = self.radii if metric == "globality" else [math.nan]
-            heads = list(range(v.shape[1] - 1)) + [-1]
-            for h, head in enumerate(heads):
-                for k, radius in enumerate(radii):
-                    s = self._sums.setdefault((layer, head, metric, radius), [0, 0.0, 0.0])
-                    s[0] += n
-                    s[1] += sums[h][k]
-                    s[2] += squares[h][k]
+            s = self._sums.get((layer, metric))
+            if s is None:
+                self._sums[(layer, metric)] = [v.shape[0], v.sum(0), (v * v).sum(0)]
+            else:                                                               # on the device: no host sync
+                s[0] += v.shape[0]
+                s[1] += v.sum(0)
+                s[2] += (v * v).sum(0)
+
+    def partials(self) -> Dict[Tuple[int, str], Tuple[int, torch.Tensor, torch.Tensor]]:
+        """``(layer, metric) -> (n, sums, squares)``, ``[heads + 1, radii]`` each: what combining the
+        statistics of several processes needs (they add up)."""
+        return {key: (n, total, squares) for key, (n, total, squares) in self._sums.items()}
+
+    def set_partials(self, partials: Dict[Tuple[int, str], Tuple[int, torch.Tensor, torch.Tensor]]) -> None:
+        """Replace every accumulator by ``partials`` (as :meth:`partials` gives them): combined totals."""
+        self._sums = {key: [int(n), total.double(), squares.double()] for key, (n, total, squares) in partials.items()}
 
     def rows(self, model: str, checkpoint: str, attention: str = "applied") -> list:
+        cells = {}
+        for (layer, metric), (n, total, squares) in self._sums.items():
+            total, squares = total.cpu().tolist(), squares.cpu().tolist()       # [H + 1][R]: once, at the end
+            radii = self.radii if metric == "globality" else [math.nan]
+            heads = list(range(len(total) - 1)) + [-1]
+            for h, head in enumerate(heads):
+                for k, radius in enumerate(radii):
+                    cells[(layer, head, metric, radius)] = (n, total[h][k], squares[h][k])
         out = []
         for (layer, head, metric, radius), (n, total, squares) in sorted(
-                self._sums.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], -1 if math.isnan(kv[0][3])
-                                                    else kv[0][3])):
+                cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], -1 if math.isnan(kv[0][3])
+                                               else kv[0][3])):
             if n == 0 or not math.isfinite(total):
                 continue
             mean = total / n

@@ -93,14 +93,15 @@ _ORDER = {name: k for k, name in enumerate(METRIC_NAMES + HIGH_NORM_METRICS)}
 
 
 class _Moments:
-    """Count, mean and sum of squared deviations of per-image values of a fixed shape."""
+    """Count, mean and sum of squared deviations of per-image values of a fixed shape, kept on the
+    device of the values (a GPU run adds each batch without a copy to the host)."""
 
     __slots__ = ("n", "mean", "m2")
 
-    def __init__(self, shape: torch.Size) -> None:
+    def __init__(self, shape: torch.Size, device: Optional[torch.device] = None) -> None:
         self.n = 0
-        self.mean = torch.zeros(shape, dtype=torch.float64)
-        self.m2 = torch.zeros(shape, dtype=torch.float64)
+        self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(shape, dtype=torch.float64, device=device)
 
     def add(self, x: Tensor) -> None:
         """Merge a batch ``x`` of shape ``[B, *shape]`` (Chan, Golub & LeVeque pairwise update)."""
@@ -176,14 +177,14 @@ class AttentionStats:
     def _commit(self, layer: int, layout: TokenLayout, values: Dict[str, Tensor]) -> None:
         self._layouts[layer] = layout
         for name, v in values.items():
-            v = v.detach().to(device="cpu", dtype=torch.float64)
+            v = v.detach().to(dtype=torch.float64)  # stays on its device: no host sync per batch
             key = (layer, name)
             if key not in self._moments:
-                self._moments[key] = _Moments(v.shape[1:])
+                self._moments[key] = _Moments(v.shape[1:], v.device)
             self._moments[key].add(v)
             if v.dim() >= 2:  # per head: also the whole layer, the mean over heads of each image
                 if key not in self._layer_moments:
-                    self._layer_moments[key] = _Moments(v.shape[2:])
+                    self._layer_moments[key] = _Moments(v.shape[2:], v.device)
                 self._layer_moments[key].add(v.mean(dim=1))
 
     def update(self, layer: int, attn: Tensor, layout: TokenLayout) -> None:
@@ -297,7 +298,7 @@ class AttentionStats:
         radii = self.radii.tolist()
         for (layer, name) in sorted(self._moments, key=lambda k: (k[0], _ORDER[k[1]])):
             m = self._moments[(layer, name)]
-            mean, std = m.mean, m.std()
+            mean, std = m.mean.cpu(), m.std().cpu()  # one copy to the host per accumulator
             base = {"model": model, "checkpoint": checkpoint, "attention": attention, "layer": layer}
             if mean.dim() == 0:  # per-layer value
                 cells = [(-1, math.nan, mean, std)]
@@ -309,7 +310,7 @@ class AttentionStats:
                 ]
             whole = self._layer_moments.get((layer, name))
             if whole is not None:  # head -1: the layer as a whole (per-image mean over heads)
-                wmean, wstd = whole.mean, whole.std()
+                wmean, wstd = whole.mean.cpu(), whole.std().cpu()
                 if wmean.dim() == 0:
                     cells.append((-1, math.nan, wmean, wstd))
                 else:
@@ -320,6 +321,27 @@ class AttentionStats:
                     "value": float(value), "std": float(spread), "n_images": m.n,
                 })
         return out
+
+    # ------------------------------------------------------------------ several processes
+
+    #: How partial accumulators combine (``attnlab.studies.sharding``): count, mean, sum of squared deviations.
+    PARTIALS = "moments"
+
+    def partials(self) -> Dict[Tuple[str, int, str], Tuple[int, Tensor, Tensor]]:
+        """Every accumulator as ``(n, mean, m2)``, keyed ``("head" | "layer", layer, metric)`` ("layer":
+        the per-image mean over heads): what combining the statistics of several processes needs."""
+        out = {("head", layer, name): (m.n, m.mean, m.m2) for (layer, name), m in self._moments.items()}
+        out.update({("layer", layer, name): (m.n, m.mean, m.m2) for (layer, name), m in self._layer_moments.items()})
+        return out
+
+    def set_partials(self, partials: Dict[Tuple[str, int, str], Tuple[int, Tensor, Tensor]]) -> None:
+        """Replace every accumulator by ``partials`` (as :meth:`partials` gives them): the combined
+        totals of several processes, for :meth:`rows` (a layer's layout is not part of them)."""
+        self._moments, self._layer_moments = {}, {}
+        for (kind, layer, name), (n, mean, m2) in partials.items():
+            m = _Moments(mean.shape, mean.device)
+            m.n, m.mean, m.m2 = int(n), mean.to(torch.float64), m2.to(torch.float64)
+            (self._moments if kind == "head" else self._layer_moments)[(layer, name)] = m
 
     def to_frame(self, model: str, checkpoint: str, attention: str = "applied") -> "pd.DataFrame":
         """The rows of :meth:`rows` as a pandas DataFrame with columns :data:`ROW_COLUMNS`."""

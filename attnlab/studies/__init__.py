@@ -7,7 +7,9 @@
 
 Every study takes model sources and an image selection (``inputs``) and returns a result
 with ``.frame``, ``.notes``, ``.figures()`` and ``.save(out)`` (``result``). Names load on
-first use, so importing one study does not import the others.
+first use, so importing one study does not import the others. Under torchrun the attention,
+robustness and evaluation studies measure a share of the images per process and merge
+their statistics exactly (``sharding``).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ globality --metrics``, the feature-diversity set) go into ``globality.csv``, nex
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -27,7 +27,7 @@ from ..layout import TokenLayout
 from ..metrics import DEFAULT_RADII, HIGH_NORM_METRICS, mean_attention_distance
 from ..paths import PathLike
 from ..spec import InputSpec
-from .inputs import ImageSelection, ModelSource, check_batch_size, group_by_input, load_models
+from .inputs import ImageSelection, ModelSource, check_batch_size, check_workers, group_by_input, load_models
 from .result import FigureMaker, StudyResult
 from .stream import AttentionAnalyser
 
@@ -150,39 +150,62 @@ def measure_attention(
     input_spec: Optional[InputSpec] = None,
     metrics: Optional[Sequence[str]] = None,
     progress_factory: Optional[ProgressFactory] = None,
+    workers: int = 0,
 ) -> AttentionResult:
     """Attention metrics (``metrics``, default all) of every model over the same images.
 
     ``models`` are checkpoint paths, timm names (``pretrained=True``), ``(model, spec)``
     pairs or bare modules (``input_spec`` says what they take when their config does not).
+    ``workers`` processes decode the images (0: this one). Under torchrun each process
+    measures its share of the images and every process returns the merged result
+    (``attnlab.studies.sharding``).
     """
-    check_batch_size(batch_size)
-    selection = ImageSelection(images=images, dataset=dataset, data_dir=data_dir, split=split, num_images=num_images)
-    loaded = load_models(models, labels, model=model, pretrained=pretrained, official_config=official_config,
-                         input_spec=input_spec)
-    results: Dict[str, object] = {}
-    notes: List[str] = []
-    for spec, group in group_by_input(loaded).items():
-        analysers = [AttentionAnalyser(m.model, label=m.label, checkpoint=m.checkpoint, arch=m.spec.arch,
-                                       radii=radii, metrics=metrics, device=device) for m in group]
-        who = ", ".join(m.label for m in group)
-        notes += selection.notes(spec, who)
-        progress = progress_factory(who, len(selection.dataset_for(spec.channels))) if progress_factory else None
-        with ExitStack() as stack:
-            for a in analysers:
-                stack.enter_context(a)
-            for batch in selection.batches(spec, batch_size):
-                for a in analysers:
-                    a.update(batch)
-                if progress is not None:
-                    progress(analysers[0].n_images)
-        for m, a in zip(group, analysers):
-            results[m.label] = a.result()
-    ordered = [results[m.label] for m in loaded]  # the order models were given
-    for r in ordered:
-        notes += r.notes
-    layouts = {m.label: r.layout for m, r in zip(loaded, ordered)}
-    return AttentionResult(pd.concat([r.frame for r in ordered], ignore_index=True), notes, layouts)
+    from ..devices import resolve_device
+    from .sharding import current_world
+
+    world = current_world(device)
+
+    def measure():
+        check_batch_size(batch_size)
+        check_workers(workers)
+        dev = resolve_device(device, world.local_rank)
+        selection = ImageSelection(images=images, dataset=dataset, data_dir=data_dir, split=split,
+                                   num_images=num_images)
+        loaded = load_models(models, labels, model=model, pretrained=pretrained, official_config=official_config,
+                             input_spec=input_spec)
+        analysers: Dict[str, AttentionAnalyser] = {}
+        notes: List[str] = []
+        for spec, group in group_by_input(loaded).items():
+            mine = [AttentionAnalyser(m.model, label=m.label, checkpoint=m.checkpoint, arch=m.spec.arch,
+                                      radii=radii, metrics=metrics, device=dev) for m in group]
+            who = ", ".join(m.label for m in group)
+            notes += selection.notes(spec, who)
+            n = sum(len(b) for b in world.batches(len(selection.dataset_for(spec.channels)), batch_size))
+            progress = progress_factory(who, n) if progress_factory else None
+            with ExitStack() as stack:
+                for a in mine:
+                    stack.enter_context(a)
+                batches = stack.enter_context(closing(selection.batches(  # closed (its workers stopped) on error
+                    spec, batch_size, workers=workers, world=world, pin_memory=dev.type == "cuda")))
+                for batch in batches:
+                    for a in mine:
+                        a.update(batch)
+                    if progress is not None:
+                        progress(mine[0].n_images)
+            analysers.update({m.label: a for m, a in zip(group, mine)})
+        return loaded, analysers, notes
+
+    loaded, analysers, notes = world.run(measure)
+    for m in loaded:  # the same order on every rank
+        analysers[m.label].merge(world)
+
+    def combine() -> AttentionResult:
+        ordered = [analysers[m.label].result() for m in loaded]  # the order models were given
+        out = notes + [note for r in ordered for note in r.notes]
+        layouts = {m.label: r.layout for m, r in zip(loaded, ordered)}
+        return AttentionResult(pd.concat([r.frame for r in ordered], ignore_index=True), out, layouts)
+
+    return world.run(combine)
 
 
 def write_globality(frame: pd.DataFrame, out: PathLike) -> list:

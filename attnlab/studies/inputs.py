@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from torch import nn
 from ..errors import AttnlabError, plural  # noqa: F401  (plural: re-exported for the studies)
 from ..paths import PathLike
 from ..spec import InputSpec, ModelSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sharding import World
 
 ModelSource = Union[PathLike, nn.Module, Tuple[nn.Module, ModelSpec], "LoadedModel"]
 
@@ -45,6 +48,13 @@ def check_num_images(num_images: Optional[int]) -> Optional[int]:
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise AttnlabError(f"--num-images must be at least 1, not {num_images}")
     return num_images
+
+
+def check_workers(workers: int) -> int:
+    """``--workers`` is a whole number >= 0 (0: images are decoded in the main process)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise AttnlabError(f"--workers must be 0 or more, not {workers}")
+    return workers
 
 
 def check_choice(value: str, choices: Sequence[str], option: str) -> str:
@@ -215,18 +225,37 @@ class ImageSelection:
         ds = self.dataset_for(spec.channels)
         return ds.with_transform(pixel_transform(spec) if pixel else eval_transform(spec))
 
-    def batches(self, spec: InputSpec, batch_size: int, *, pixel: bool = False,
-                workers: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """``(images, labels)`` batches in a fixed order (labels -1 for loose files)."""
-        loader = torch.utils.data.DataLoader(self.open(spec, pixel=pixel), batch_size=check_batch_size(batch_size),
-                                             shuffle=False, num_workers=workers)
-        yield from loader
+    def batches(self, spec: InputSpec, batch_size: int, *, pixel: bool = False, workers: int = 0,
+                world: Optional["World"] = None, pin_memory: bool = False) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(images, labels)`` batches in a fixed order (labels -1 for loose files).
 
-    def stacked(self, spec: InputSpec, *, pixel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-        """All selected images as one ``[n, C, H, W]`` tensor and their labels (for small selections)."""
+        ``workers`` processes decode the images (a torch DataLoader; 0: this process): the
+        batches are the same for any number. ``world`` (``attnlab.studies.sharding``) takes
+        this rank's share only: a contiguous run of the same batches one process would make.
+        """
+        from .sharding import World
+
         ds = self.open(spec, pixel=pixel)
-        pairs = [ds[i] for i in range(len(ds))]
-        return torch.stack([p[0] for p in pairs]), torch.tensor([int(p[1]) for p in pairs], dtype=torch.int64)
+        plan = (world or World()).batches(len(ds), check_batch_size(batch_size))
+        loader = torch.utils.data.DataLoader(ds, batch_sampler=plan, num_workers=min(check_workers(workers), len(plan)),
+                                             pin_memory=pin_memory)
+        it = iter(loader)
+        message = None
+        try:
+            yield from it
+        except AttnlabError as e:  # raised in a worker: torch wraps the message in the worker's traceback
+            message = _worker_message(e)
+        finally:  # stopped early (an error, or the caller closed us): stop the workers now
+            _stop_workers(it)
+        if message is not None:
+            raise AttnlabError(message)
+
+    def stacked(self, spec: InputSpec, *, pixel: bool = False, workers: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+        """All selected images as one ``[n, C, H, W]`` tensor and their labels (for small selections)."""
+        parts = list(self.batches(spec, 64, pixel=pixel, workers=workers))
+        if not parts:
+            raise AttnlabError("no images selected")
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]).to(torch.int64)
 
     def names(self, channels: int) -> List[str]:
         """Each selected image's file path (loose files, image folders) or ``split/index``."""
@@ -252,6 +281,23 @@ class ImageSelection:
         if getattr(ds, "ignored", None):
             out.append(f"{who}: ignored {len(ds.ignored)} files that are not images (e.g. {ds.ignored[0]})")
         return out
+
+
+def _stop_workers(it: Any) -> None:
+    """Shut a DataLoader iterator's workers down at once: left to the garbage collector (an iterator
+    kept alive by a traceback), its queues may be gone first and each worker waits out a 5 s timeout."""
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def _worker_message(e: AttnlabError) -> str:
+    """The one-line message of an AttnlabError a DataLoader worker raised ("Caught ... Original Traceback ...")."""
+    lines = str(e).strip().splitlines()
+    if len(lines) > 1 and lines[0].startswith("Caught "):
+        last = lines[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return str(e)
 
 
 def check_class_names(model_classes: Sequence[str], data_classes: Sequence[str], who: str, data: str) -> None:

@@ -53,11 +53,16 @@ class StudyResult:
 
         Files of an earlier run of the same kind that this run does not write (a figure of a
         transform not measured this time) are removed, so the folder never mixes runs.
-        Returns the paths written, sorted.
+        Returns the paths written, sorted. Under torchrun only rank 0 writes: the other ranks
+        (which hold the same merged result) write nothing and get ``[]``.
         """
         from ..outputs import staged_outputs
         from ..plots import save_figure
         from ..tables import write_csv
+        from .sharding import writes_here
+
+        if not writes_here():
+            return []
 
         with staged_outputs(out, owned=self.owned_patterns()) as stage:
             for name, table in self.tables().items():

@@ -30,6 +30,8 @@ from ..metrics.geometric import GeometricStats
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from .sharding import World
+
 Pair = Tuple[int, int]
 
 #: Roles of a hook point: measured on its geometry, on the model's grid, ReViT's own softmax, block output tokens.
@@ -148,17 +150,27 @@ class RoutedStats:
     def update(self, name: str, t: torch.Tensor, images: Optional[torch.Tensor] = None) -> None:
         """Measure the map of hook point ``name``; ``images`` (a boolean ``[B]`` mask) keeps some images only."""
         layer, role = self.router.route(name)
+        # the rows kept, as indices found on the host: a boolean mask on the device would wait for it
+        keep = None if images is None else images.cpu().nonzero().flatten()
         if role == GEOMETRIC:
             g = self.router.geometry(layer, t)
-            if images is not None:  # each image owns `windows` consecutive maps
-                t = t[images.to(t.device).repeat_interleave(g.windows)]
+            if keep is not None:  # each image owns `windows` consecutive maps
+                keep = (keep[:, None] * g.windows + torch.arange(g.windows)).flatten()
+                t = t.index_select(0, keep.to(t.device))
             self.geometric.update(layer, t, g)
         elif role == GRID:
-            if images is not None:
-                t = t[images.to(t.device)]
+            if keep is not None:
+                t = t.index_select(0, keep.to(t.device))
             self.grid.update(layer, t, self.router.grid_layout(t))
         else:
             raise ValueError(f"{name} is not an attention map RoutedStats measures")
+
+    def merge(self, world: "World") -> None:
+        """Combine both accumulators over every rank of ``world`` (``attnlab.studies.sharding``)."""
+        from .sharding import merge_stats
+
+        merge_stats(world, self.grid)
+        merge_stats(world, self.geometric)
 
     def to_frame(self, model: str, checkpoint: str, attention: str = "applied") -> "pd.DataFrame":
         """The rows of both accumulators (``attnlab.metrics.ROW_COLUMNS`` and ``stage``)."""

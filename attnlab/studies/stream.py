@@ -30,6 +30,7 @@ from ..layout import TokenLayout
 from ..metrics import DEFAULT_RADII, METRIC_NAMES, NORM_METRICS, AttentionStats
 from ..tables import tidy
 from .routing import GEOMETRIC, GRID, OWN, LayerRouter, RoutedStats
+from .sharding import World, merge_stats
 
 #: Metrics of block outputs alone (attention "-"); high_norm_mass also reads them, but is attention.
 TOKEN_METRICS = ("token_cosine", "effective_rank") + NORM_METRICS + ("high_norm_share",)
@@ -128,6 +129,20 @@ class AttentionAnalyser:
         with torch.inference_mode():
             checked_forward(self.model, x, self.label)
         self.n_images += x.shape[0]
+
+    def merge(self, world: "World") -> None:
+        """Combine every rank's statistics (``attnlab.studies.sharding``): afterwards :meth:`result`
+        covers the images of all ranks, on every rank. Every rank calls it, with or without images."""
+        if not world.sharded:
+            return
+        self.applied.merge(world)
+        for attention, stats in self.stats.items():
+            if attention != "applied":  # applied's grid accumulator is merged with its router above
+                merge_stats(world, stats)
+        self.n_images = world.total(self.n_images)
+        image = next((im for im in world.gather(self.router.image) if im is not None), None)
+        if self.router.image is None and image is not None:  # this rank saw no image: the others' layout
+            self.router.start(image)
 
     def result(self) -> AttentionAnalysis:
         """The tidy rows (``attnlab.tables`` schema) of everything measured so far."""

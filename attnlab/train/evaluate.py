@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
@@ -147,42 +148,61 @@ def evaluate_checkpoint(
     data). ``ckpt``, ``model``, ``pretrained`` and ``official_config`` are what every ``--ckpt``
     command takes; ``label`` names the model in tables (``EvalResult.model``; default: the
     file name). The images go through ``eval_transform(spec.input)``, the model's own
-    input spec.
+    input spec, decoded by ``workers`` processes (0: this one). Under torchrun each process
+    evaluates its share of the images and every process returns the summed counts
+    (``attnlab.studies.sharding``).
     """
     from ..devices import resolve_device
-    from ..studies.inputs import ImageSelection, check_batch_size, check_class_names, check_num_images, load_models
+    from ..studies.inputs import (ImageSelection, check_batch_size, check_class_names, check_num_images,
+                                  check_workers, load_models)
+    from ..studies.sharding import current_world
 
-    check_batch_size(batch_size)
-    check_num_images(num_images)
-    dev = resolve_device(device)
-    loaded = load_models([ckpt], [label] if label else None, model=model, pretrained=pretrained,
-                         official_config=official_config)[0]
-    spec = loaded.spec
-    net = loaded.model.to(dev).eval()
-    # every image unless num_images says fewer (a study's default limit does not apply here)
-    images = ImageSelection(dataset=dataset, data_dir=data_dir, split=split, num_images=num_images,
-                            default_limit=None)
-    ds = images.dataset_for(spec.input.channels)
-    if len(ds.classes) != spec.num_classes:
-        raise AttnlabError(f"{ckpt} has {spec.num_classes} outputs but {ds.name}/{split} has {len(ds.classes)} "
-                           "classes; evaluate it on the dataset it was trained for")
-    if not ignore_class_names:
-        check_class_names(spec.classes, ds.classes, loaded.label, f"{ds.name}/{split}")
-    if len(ds) == 0:
-        raise AttnlabError(f"{ds.name}/{split} holds no images")
-    batches = images.batches(spec.input, batch_size, workers=workers)
-    result = evaluate_batches(net, batches, list(ds.classes), dev)
-    result.model = loaded.label
+    world = current_world(device)
+
+    def count() -> Tuple[EvalResult, ModelSpec]:
+        check_batch_size(batch_size)
+        check_num_images(num_images)
+        check_workers(workers)
+        dev = resolve_device(device, world.local_rank)
+        loaded = load_models([ckpt], [label] if label else None, model=model, pretrained=pretrained,
+                             official_config=official_config)[0]
+        spec = loaded.spec
+        net = loaded.model.to(dev).eval()
+        # every image unless num_images says fewer (a study's default limit does not apply here)
+        images = ImageSelection(dataset=dataset, data_dir=data_dir, split=split, num_images=num_images,
+                                default_limit=None)
+        ds = images.dataset_for(spec.input.channels)
+        if len(ds.classes) != spec.num_classes:
+            raise AttnlabError(f"{ckpt} has {spec.num_classes} outputs but {ds.name}/{split} has {len(ds.classes)} "
+                               "classes; evaluate it on the dataset it was trained for")
+        if not ignore_class_names:
+            check_class_names(spec.classes, ds.classes, loaded.label, f"{ds.name}/{split}")
+        if len(ds) == 0:
+            raise AttnlabError(f"{ds.name}/{split} holds no images")
+        with closing(images.batches(spec.input, batch_size, workers=workers, world=world,
+                                    pin_memory=dev.type == "cuda")) as batches:  # closed (workers stopped) on error
+            result = evaluate_batches(net, batches, list(ds.classes), dev)
+        result.model = loaded.label
+        return result, spec
+
+    result, spec = world.run(count)
+    if world.sharded:  # every count (and the loss sum) adds up over the processes
+        merged = EvalResult.from_counts(world.sum(result.counts_tensor()), result.classes)
+        merged.model = result.model
+        result = merged
     return result, spec
 
 
 def save_per_class_accuracy(result: EvalResult, out: PathLike) -> Path:
-    """Write ``per_class_accuracy.csv`` (model, class, n, correct, accuracy %) into ``out``, all or nothing."""
+    """Write ``per_class_accuracy.csv`` (model, class, n, correct, accuracy %) into ``out``, all or nothing
+    (under torchrun rank 0 writes it; the others write nothing and get the same path)."""
     from ..outputs import staged_outputs
-
     from ..paths import check_output_dir
+    from ..studies.sharding import writes_here
 
     folder = check_output_dir(out)
+    if not writes_here():
+        return folder / PER_CLASS_FILE
     with staged_outputs(folder) as stage:
         (stage / PER_CLASS_FILE).write_text(result.per_class_csv(), encoding="utf-8")
     return folder / PER_CLASS_FILE

@@ -15,7 +15,8 @@ from ...devices import DeviceLike, resolve_device
 from ...errors import AttnlabError
 from ...paths import PathLike
 from ...spec import InputSpec
-from ..inputs import ImageSelection, LoadedModel, ModelSource, check_batch_size, group_by_input, load_models, plural
+from ..inputs import (ImageSelection, LoadedModel, ModelSource, check_batch_size, check_workers, group_by_input,
+                      load_models, plural)
 from .attention_gradients import GRADIENT_METHODS
 from .cam import compute_cam
 from .faithfulness import ROAD_PERCENTILES, attribution_metrics
@@ -169,6 +170,7 @@ def explain(
     input_spec: Optional[InputSpec] = None,
     log: Optional[Callable[[str], None]] = None,
     progress_factory: Optional[Callable[[str, int], Callable[[int], None]]] = None,
+    workers: int = 0,
 ) -> AttributionResult:
     """Attribution maps (each method), attention rollout and faithfulness metrics of every model on the same images.
 
@@ -177,8 +179,16 @@ def explain(
     ``predicted``, ``true`` (dataset labels) or a class name or index. ``faithfulness``: the
     protocols run when ``metrics`` is on: ``road`` (ROAD and confidence drop), ``perturbation``
     (Chefer's positive / negative curves), ``deletion`` (RISE deletion and insertion).
-    ``progress_factory(label, total)`` gives each model a ``progress(steps)`` callback.
+    ``progress_factory(label, total)`` gives each model a ``progress(steps)`` callback;
+    ``workers`` processes decode the images (0: this one). It runs in one process: under
+    torchrun it refuses, in one line (its outputs are per image, made together).
     """
+    from ..sharding import launched_size
+
+    if launched_size() > 1:
+        raise AttnlabError(f"attnlab gradcam runs in one process, not under torchrun ({launched_size()} processes): "
+                           "its maps, figure and curves are made per image, together; run it without torchrun "
+                           "(--workers N decodes the images in parallel)")
     method_list = parse_methods(methods)
     protocols = parse_faithfulness(faithfulness)   # checked even when metrics is off
     protocols = protocols if metrics else ()
@@ -186,6 +196,7 @@ def explain(
         check_deletion_steps(deletion_steps)
     _gradients_possible(method_list)
     check_batch_size(batch_size)
+    check_workers(workers)
     selection = ImageSelection(images=images, dataset=dataset, data_dir=data_dir, split=split,
                                num_images=num_images, default_limit=DEFAULT_NUM_IMAGES)
     target = check_target(target, selection.labelled)
@@ -199,7 +210,7 @@ def explain(
     true_labels: Optional[np.ndarray] = None
     for spec, group in group_by_input(loaded).items():
         who = ", ".join(m.label for m in group)
-        x, y = selection.stacked(spec)   # decoded once for the whole group
+        x, y = selection.stacked(spec, workers=workers)   # decoded once for the whole group
         notes += selection.notes(spec, who)
         if true_labels is not None and len(y) != len(true_labels):
             raise AttnlabError(f"{who} read {plural(len(y), 'image')} but {loaded[0].label} read "

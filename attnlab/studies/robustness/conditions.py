@@ -41,6 +41,8 @@ class Condition:
     magnitude: float
     magnitude_y: float = math.nan
     apply: Optional[Apply] = field(compare=False, repr=False, default=None)
+    #: The random draws ``apply`` makes for n images, without the images (None: it draws none).
+    draw: Optional[Callable[[int, torch.Generator], object]] = field(compare=False, repr=False, default=None)
 
 
 # ----------------------------------------------------------------------------- options
@@ -124,10 +126,15 @@ def sweep_conditions(shifts: Sequence[int], scales: Sequence[float], direction: 
     return out + _scale_conditions(scales)
 
 
+def _shift_offsets(n: int, max_shift: int, g: torch.Generator) -> torch.Tensor:
+    """``[n, 2]`` integer (dx, dy), uniform in [-m, m] and rounded, as RandomAffine draws them."""
+    return torch.empty(n, 2).uniform_(-max_shift, max_shift, generator=g).round().int()
+
+
 def _random_shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
     """RandomAffine(translate=(f, f)) with black fill: per image, integer shifts uniform in [-m, m]."""
     out = torch.empty_like(x)
-    offsets = torch.empty(x.shape[0], 2).uniform_(-max_shift, max_shift, generator=g).round().int()
+    offsets = _shift_offsets(x.shape[0], max_shift, g)
     for i, (dx, dy) in enumerate(offsets.tolist()):
         out[i] = shift(x[i], dx, dy, "black")
     return out
@@ -136,8 +143,8 @@ def _random_shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.
 def revit_conditions(shifts: Sequence[int], scales: Sequence[float], size: Size) -> List[Condition]:
     """The official ReViT protocol: random translation up to each shift, resize-and-pad per scale."""
     check_shifts(shifts, size)
-    out = [Condition("random-translate", float(m), apply=lambda x, g, m=int(m): _random_shift(x, m, g))
-           for m in shifts]
+    out = [Condition("random-translate", float(m), apply=lambda x, g, m=int(m): _random_shift(x, m, g),
+                     draw=lambda n, g, m=int(m): _shift_offsets(n, m, g)) for m in shifts]
     return out + _scale_conditions(scales)
 
 
@@ -165,10 +172,14 @@ def two_crops(x: torch.Tensor, g: torch.Generator) -> Tuple[torch.Tensor, torch.
     mh, mw = big.shape[-2] - H, big.shape[-1] - W
     crops = []
     for _ in range(2):
-        oy = torch.randint(0, mh + 1, (x.shape[0],), generator=g)
-        ox = torch.randint(0, mw + 1, (x.shape[0],), generator=g)
+        oy, ox = _crop_offsets(x.shape[0], mh, mw, g)
         crops.append(torch.stack([big[i, :, oy[i]:oy[i] + H, ox[i]:ox[i] + W] for i in range(x.shape[0])]))
     return crops[0], crops[1]
+
+
+def _crop_offsets(n: int, mh: int, mw: int, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(oy, ox)``: one random crop's offsets per image, up to ``mh`` / ``mw`` pixels."""
+    return torch.randint(0, mh + 1, (n,), generator=g), torch.randint(0, mw + 1, (n,), generator=g)
 
 
 def views(images: torch.Tensor, conditions: Sequence[Condition], protocol: str,
@@ -181,3 +192,16 @@ def views(images: torch.Tensor, conditions: Sequence[Condition], protocol: str,
     if protocol == "consistency":
         return list(two_crops(images, g))
     return [images] + [c.apply(images, g) for c in conditions]
+
+
+def skip_views(n: int, conditions: Sequence[Condition], protocol: str, g: torch.Generator, size: Size) -> None:
+    """Make the random draws :func:`views` would make for a batch of ``n`` images of ``size``, without
+    the images: a process that starts later in the data draws on from where one process would be."""
+    if protocol == "consistency":
+        H, W = size
+        for _ in range(2):
+            _crop_offsets(n, H * 8 // 7 - H, W * 8 // 7 - W, g)
+        return
+    for c in conditions:
+        if c.draw is not None:
+            c.draw(n, g)

@@ -19,13 +19,14 @@ from torch import nn
 
 from ...errors import AttnlabError
 from ...spec import InputSpec
-from .conditions import PROTOCOLS, Condition, views
+from .conditions import PROTOCOLS, Condition, skip_views, views
 from .statistics import Outcome, outcome
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from ..routing import LayerRouter, RoutedStats
+    from ..sharding import World
 
 Progress = Optional[Callable[[int], None]]
 
@@ -92,6 +93,23 @@ class RobustnessRun:
         self.n_images += B
         if self.progress is not None:
             self.progress(self.n_images)
+
+    def skip(self, batches: int, batch_size: int) -> None:
+        """Draw what ``batches`` batches of ``batch_size`` images would, without them: a process whose
+        share starts later in the data sees the random views one process would (``sharding``)."""
+        for _ in range(batches):
+            skip_views(batch_size, self.conditions, self.protocol, self._generator, tuple(self.spec.size))
+
+    def merge(self, world: "World") -> None:
+        """Combine every rank's outcomes (gathered in rank order: image order) and attention
+        statistics; every rank then holds those of all images. Every rank calls it."""
+        if not world.sharded:
+            return
+        parts = world.gather({k: self._parts[c] for k, c in enumerate(self.conditions)})
+        self._parts = {c: [o for theirs in parts for o in theirs[k]] for k, c in enumerate(self.conditions)}
+        for stats in self.attention_stats.values():
+            stats.merge(world)
+        self.n_images = world.total(self.n_images)
 
     def outcomes(self) -> Dict[Condition, Outcome]:
         """Per-image outcomes of every condition over all batches so far."""

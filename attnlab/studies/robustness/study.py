@@ -10,6 +10,7 @@ prepared once per input spec, then each model runs all its conditions on it.
 """
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,8 +22,7 @@ from ...errors import AttnlabError
 from ...paths import PathLike
 from ...spec import InputSpec
 from ..inputs import (ImageSelection, LoadedModel, ModelSource, check_batch_size, check_choice, check_class_names,
-                      check_num_images,
-                      group_by_input, load_models)
+                      check_num_images, check_workers, group_by_input, load_models)
 from ..result import FigureMaker, StudyResult
 from .conditions import DIRECTIONS, PROTOCOLS, Condition, check_scales, check_shifts, conditions_for
 from .run import RobustnessRun
@@ -138,67 +138,90 @@ def measure_robustness(
     input_spec: Optional[InputSpec] = None,
     progress_factory: Optional[ProgressFactory] = None,
     ignore_class_names: bool = False,
+    workers: int = 0,
 ) -> RobustnessResult:
     """Accuracy, consistency, probability change and JS divergence under shifts and scales.
 
     ``models``: checkpoint paths, timm names (``pretrained``), ``(model, spec)`` pairs or
-    modules (``input_spec``). Images: loose files (``images``) or a dataset split.
+    modules (``input_spec``). Images: loose files (``images``) or a dataset split, decoded
+    by ``workers`` processes (0: this one).
 
     A model without labels it can be scored against (loose images, or a dataset whose
     number of classes is not the model's) gets the label-free metrics only: consistency,
     js_divergence, and prob_change measured on the unshifted image's top-1 class instead
     of its label; a note says that accuracy needs labels. ``fill`` (sweep only) is recorded
     in the ``transform`` column (``shift-h:reflect``); black keeps the plain name.
+
+    Under torchrun each process runs its share of the images (the random protocols draw
+    as one process would) and every process returns the result of all of them, with the
+    same bootstrap intervals (``attnlab.studies.sharding``).
     """
     from ...devices import resolve_device
     from ...tables import tidy
+    from ..sharding import current_world
 
-    check_batch_size(batch_size)
-    check_num_images(num_images)
-    check_choice(fill, FILLS, "--fill")
-    check_choice(protocol, PROTOCOLS, "--protocol")
-    check_choice(direction, DIRECTIONS, "--direction")
-    check_scales(scales, "--scales")
-    check_shifts(shifts)
-    if protocol != "consistency" and not list(shifts) and not list(scales):
-        raise AttnlabError("nothing to measure: --shifts and --scales are both empty; give at least one of them")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise AttnlabError(f"n_boot must be a whole number of at least 1, not {n_boot}")
-    dev = resolve_device(device)
-    selection = ImageSelection(images=images, dataset=dataset, data_dir=data_dir, split=split,
-                               num_images=num_images, default_limit=512)
-    loaded = load_models(models, labels, model=model, pretrained=pretrained, official_config=official_config,
-                         input_spec=input_spec)
-    # every model's conditions before any image is read: a shift too large for one input fails the run at once
-    conditions: Dict[str, List[Condition]] = {
-        m.label: conditions_for(protocol, shifts, scales, direction, fill, tuple(m.spec.input.size)) for m in loaded}
-    label_use = {m.label: _label_use(m, selection, ignore_class_names) for m in loaded}  # class names checked here
+    world = current_world(device)
 
-    notes: List[str] = []
-    if fill != "black" and protocol != "sweep":
-        notes.append(f"--fill {fill} applies to --protocol sweep only; {protocol} shifts fill black")
-    if not selection.labelled:
-        notes.append("the images have no labels: accuracy needs labels; reporting consistency, "
-                     "prob_change (of the unshifted image's top-1 class) and js_divergence")
-    frames: Dict[str, pd.DataFrame] = {}
-    for spec, group in group_by_input(loaded).items():
-        notes += selection.notes(spec, ", ".join(m.label for m in group))
-        n = len(selection.dataset_for(spec.channels))
-        runs = []
-        for m in group:
-            use_labels, note = label_use[m.label]
-            notes += [note] if note else []
-            runs.append(RobustnessRun(m.model, spec, conditions[m.label], protocol=protocol, seed=seed,
-                                      max_batch=batch_size, device=dev,
-                                      attention_metrics=ATTENTION_METRICS if attention else (),
-                                      use_labels=use_labels, label=m.label,
-                                      progress=progress_factory(m.label, n) if progress_factory else None))
-        for batch, batch_labels in selection.batches(spec, batch_size, pixel=True):  # decoded once per group
-            for run in runs:
-                run.update(batch, batch_labels)
-        for m, run in zip(group, runs):
-            frames[m.label] = _model_frame(m, run, n_boot, seed)
-    rows = pd.concat([frames[m.label] for m in loaded], ignore_index=True)  # in the order the models were given
-    counts = {m.spec.num_classes for m in loaded}
-    chance = 1.0 / counts.pop() if len(counts) == 1 and min(counts | {1}) > 0 else None
-    return RobustnessResult(tidy(rows), notes, chance=chance)
+    def measure() -> Tuple[List[LoadedModel], Dict[str, RobustnessRun], List[str]]:
+        """Check every option, load the models and run this process's share of the images."""
+        check_batch_size(batch_size)
+        check_num_images(num_images)
+        check_workers(workers)
+        check_choice(fill, FILLS, "--fill")
+        check_choice(protocol, PROTOCOLS, "--protocol")
+        check_choice(direction, DIRECTIONS, "--direction")
+        check_scales(scales, "--scales")
+        check_shifts(shifts)
+        if protocol != "consistency" and not list(shifts) and not list(scales):
+            raise AttnlabError("nothing to measure: --shifts and --scales are both empty; give at least one of them")
+        if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+            raise AttnlabError(f"n_boot must be a whole number of at least 1, not {n_boot}")
+        dev = resolve_device(device, world.local_rank)
+        selection = ImageSelection(images=images, dataset=dataset, data_dir=data_dir, split=split,
+                                   num_images=num_images, default_limit=512)
+        loaded = load_models(models, labels, model=model, pretrained=pretrained, official_config=official_config,
+                             input_spec=input_spec)
+        # every model's conditions before any image is read: a shift too large for one input fails the run at once
+        conditions: Dict[str, List[Condition]] = {
+            m.label: conditions_for(protocol, shifts, scales, direction, fill, tuple(m.spec.input.size)) for m in loaded}
+        label_use = {m.label: _label_use(m, selection, ignore_class_names) for m in loaded}  # class names checked here
+
+        notes: List[str] = []
+        if fill != "black" and protocol != "sweep":
+            notes.append(f"--fill {fill} applies to --protocol sweep only; {protocol} shifts fill black")
+        if not selection.labelled:
+            notes.append("the images have no labels: accuracy needs labels; reporting consistency, "
+                         "prob_change (of the unshifted image's top-1 class) and js_divergence")
+        runs: Dict[str, RobustnessRun] = {}
+        for spec, group in group_by_input(loaded).items():
+            notes += selection.notes(spec, ", ".join(m.label for m in group))
+            total = len(selection.dataset_for(spec.channels))
+            n = sum(len(b) for b in world.batches(total, batch_size))
+            for m in group:
+                use_labels, note = label_use[m.label]
+                notes += [note] if note else []
+                runs[m.label] = RobustnessRun(m.model, spec, conditions[m.label], protocol=protocol, seed=seed,
+                                              max_batch=batch_size, device=dev,
+                                              attention_metrics=ATTENTION_METRICS if attention else (),
+                                              use_labels=use_labels, label=m.label,
+                                              progress=progress_factory(m.label, n) if progress_factory else None)
+                runs[m.label].skip(world.batches_before(total, batch_size), batch_size)  # the draws of earlier ranks
+            with closing(selection.batches(spec, batch_size, pixel=True, workers=workers, world=world,
+                                           pin_memory=dev.type == "cuda")) as batches:  # closed at once on error
+                for batch, batch_labels in batches:  # decoded once per group
+                    for m in group:
+                        runs[m.label].update(batch, batch_labels)
+        return loaded, runs, notes
+
+    loaded, runs, notes = world.run(measure)
+    for m in loaded:  # the same order on every rank
+        runs[m.label].merge(world)
+
+    def summarise_all() -> RobustnessResult:
+        rows = pd.concat([_model_frame(m, runs[m.label], n_boot, seed) for m in loaded],
+                         ignore_index=True)  # in the order the models were given
+        counts = {m.spec.num_classes for m in loaded}
+        chance = 1.0 / counts.pop() if len(counts) == 1 and min(counts | {1}) > 0 else None
+        return RobustnessResult(tidy(rows), notes, chance=chance)
+
+    return world.run(summarise_all)
