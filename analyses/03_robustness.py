@@ -21,11 +21,16 @@ from attnlab.studies.robustness import measure_robustness
 RANDOM_SHIFTS = [0, 2, 4, 6, 8]
 
 
-def paper_table(summary: pd.DataFrame, diff: pd.DataFrame) -> str:
-    """Markdown: top-1 (%) under random translation, mean over seeds +- the t interval's half-width."""
+def paper_table(summary: pd.DataFrame, diff: pd.DataFrame, caption: str) -> str:
+    """Markdown: top-1 (%) under random translation, mean over seeds +- the t interval's half-width,
+    then the paired differences with their intervals."""
     d = summary[(summary["transform"] == "random-translate") & (summary["metric"] == "accuracy")]
     mags = sorted(d["magnitude"].unique())
-    lines = ["| model | " + " | ".join(f"up to {m:g} px" for m in mags) + " |", "|---|" + "---|" * len(mags)]
+    seeds = d["seeds"].iloc[0] if len(d) else "-"
+    lines = [f"Top-1 (%) under the official ReViT protocol: a random translation of up to m px per image "
+             f"(black fill), mean over seeds {seeds} ± half the 95% t interval; paired differences "
+             f"[95% t interval]. {caption}; the paper's magnitudes are not published.", "",
+             "| model | " + " | ".join(f"up to {m:g} px" for m in mags) + " |", "|---|" + "---|" * len(mags)]
     for model, m in d.groupby("model", sort=False):
         cells = [f"{100 * r.value:.1f} ± {100 * (r.ci_high - r.value):.1f}" for r in m.sort_values("magnitude").itertuples()]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
@@ -63,5 +68,5 @@ if __name__ == "__main__":
                         f"robustness_{transform}")
         grid = grids["frame"]
         save_figure(shift_grid(grid[grid["transform"] == "shift-grid"], "accuracy"), stage, "robustness_shift-grid")
-        (stage / "robustness_table.md").write_text(paper_table(summary, diff))
-    print(paper_table(summary, diff))
+        (stage / "robustness_table.md").write_text(paper_table(summary, diff, caption))
+    print(paper_table(summary, diff, caption))

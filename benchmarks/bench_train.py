@@ -129,7 +129,8 @@ def step_time(model_name: str, batch: int, steps: int) -> float:
 def pipeline_rates(data, spec, data_dir, n_images: int, batch: int) -> tuple:
     """Augmented images/s: tensor fast path vs PIL train_transform + DataLoader (same recipe strength)."""
     from attnlab.data import load_dataset, train_transform
-    from attnlab.train.augment import TensorAugment, normalize
+    from attnlab.train.augment import TensorAugment
+    from attnlab.train.data import normalize_uint8
 
     aug = TensorAugment("rand-m9-n2", crop_padding=4, hflip=0.5, fill=[round(255 * spec.mean[0])])
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
@@ -139,7 +140,7 @@ def pipeline_rates(data, spec, data_dir, n_images: int, batch: int) -> tuple:
     done = 0
     while done < n_images:
         idx = torch.randint(len(data), (batch,), generator=g)
-        normalize(aug(data.images[idx], g), mean, std)
+        normalize_uint8(aug(data.images[idx], g), mean, std)
         done += batch
     fast = done / (CLOCK() - t)
 

@@ -1,0 +1,91 @@
+"""Analysis reading real JPEGs through DataLoader workers against the forward pass on pre-decoded tensors.
+
+``vit_tiny_patch16_224`` (random weights) at 224 px on ``--images`` real JPEGs (the CIFAR-10
+test images of ``../shared/data/cifar10-jpeg`` when present, else Fashion-MNIST images this
+script writes as JPEGs), resized by the model's evaluation transform:
+
+    forward   the plain forward pass over the same images, already decoded into one tensor;
+    analysis  ``measure_attention`` with the globality metrics, decoding the files with
+              ``--workers`` DataLoader workers (and with 0 workers, for comparison).
+
+Target: analysis / forward >= 0.8x. Wall clock (workers are other processes), torch on
+``--threads`` threads, interleaved rounds, median. Run: ``.venv/bin/python benchmarks/bench_workers.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import attnlab
+from attnlab.spec import InputSpec
+from attnlab.studies import GLOBALITY_METRICS
+from attnlab.studies.inputs import ImageSelection
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
+SPEC = InputSpec(size=(224, 224), channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                 interpolation="bicubic", crop_pct=1.0)
+
+
+def jpeg_folder(n: int) -> dict:
+    """Where the JPEGs are, as measure_attention's dataset arguments."""
+    if (SHARED / "test").is_dir():
+        return {"dataset": "imagefolder", "data_dir": str(SHARED), "split": "test"}
+    from attnlab.data import load_dataset
+
+    root = Path(tempfile.mkdtemp(prefix="attnlab-jpegs-"))
+    ds = load_dataset("fashion-mnist", "test", subset=n)
+    for i in range(len(ds)):
+        image, label = ds[i]
+        folder = root / "test" / ds.classes[label].replace("/", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        image.convert("RGB").save(folder / f"{i:05d}.jpg", quality=90)
+    return {"dataset": "imagefolder", "data_dir": str(root), "split": "test"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = jpeg_folder(args.images)
+    torch.manual_seed(0)
+    model = attnlab.create_model("vit_tiny_patch16_224", num_classes=10).eval()
+    x, _ = ImageSelection(num_images=args.images, **data).stacked(SPEC)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), wall clock; {len(x)} JPEGs from {data['data_dir']}")
+
+    def forward() -> float:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(0, len(x), args.batch_size):
+                model(x[i:i + args.batch_size])
+        return time.perf_counter() - t
+
+    def analysis(workers: int) -> float:
+        t = time.perf_counter()
+        attnlab.measure_attention([model], ["ViT-Ti"], num_images=args.images, metrics=GLOBALITY_METRICS,
+                                  input_spec=SPEC, batch_size=args.batch_size, device="cpu", workers=workers, **data)
+        return time.perf_counter() - t
+
+    forward()
+    times = {"forward": [], f"analysis, {args.workers} workers": [], "analysis, 0 workers": []}
+    for _ in range(args.rounds):  # interleaved, so that a busy moment hits every variant alike
+        times["forward"].append(forward())
+        times[f"analysis, {args.workers} workers"].append(analysis(args.workers))
+        times["analysis, 0 workers"].append(analysis(0))
+    base = statistics.median(times["forward"])
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        print(f"{name:<24} {len(x) / t:8.1f} img/s   {base / t:5.2f}x the forward pass")
+
+
+if __name__ == "__main__":
+    main()
