@@ -31,7 +31,7 @@ def gradcam(
     paths: Annotated[Optional[List[Path]], typer.Argument(help="More image files or folders (with --images).", show_default=False)] = None,
     label: Annotated[Optional[List[str]], typer.Option("--label", help="Name of each model in tables and titles (one per --ckpt).")] = None,
     images: Annotated[Optional[List[Path]], typer.Option("--images", help="Image files or folders (searched recursively).")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name: fashion-mnist, cifar10, cifar100, pets, flowers102, imagefolder.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name: fashion-mnist, cifar10, cifar100, pets, flowers102, imagefolder, imagenet, webdataset.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where the dataset lives (its official layout).")] = None,
     split: Annotated[str, typer.Option(help="Dataset split.")] = "test",
     num_images: Annotated[Optional[int], typer.Option("--num-images", help="Images to explain (default: up to 8).")] = None,

@@ -40,7 +40,7 @@ def robustness(
     ckpt: Annotated[List[str], typer.Option("--ckpt", help="Checkpoint (repeat for several models).")],
     paths: Annotated[Optional[List[Path]], typer.Argument(help="More image files or folders (with --images).", show_default=False)] = None,
     images: Annotated[Optional[List[Path]], typer.Option("--images", help="Image files or folders (searched recursively); unlabelled: no accuracy.")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Labelled dataset: fashion-mnist, cifar10, cifar100, pets, flowers102, imagefolder.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Labelled dataset: fashion-mnist, cifar10, cifar100, pets, flowers102, imagefolder, imagenet, webdataset.")] = None,
     label: Annotated[Optional[List[str]], typer.Option("--label", help="Name of each model (one per --ckpt).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where the dataset lives.")] = None,
     split: Annotated[str, typer.Option(help="Dataset split.")] = "test",

@@ -36,7 +36,7 @@ def similarity(
     paths: Annotated[Optional[List[Path]], typer.Argument(help="More image files or folders (with --images).", show_default=False)] = None,
     label: Annotated[Optional[List[str]], typer.Option("--label", help="Name of each model in tables and figures (one per --ckpt).")] = None,
     images: Annotated[Optional[List[Path]], typer.Option("--images", help="Image files or folders (searched recursively); unlabelled: the logit lens reports agreement with the final prediction.")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name: fashion-mnist, cifar10, cifar100, pets, flowers102, imagefolder.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name: fashion-mnist, cifar10, cifar100, pets, flowers102, imagefolder, imagenet, webdataset.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where the dataset lives (its official layout).")] = None,
     split: Annotated[str, typer.Option(help="Dataset split.")] = "test",
     num_images: Annotated[Optional[int], typer.Option("--num-images", help="Images to use (default: up to 512).")] = None,
