@@ -1,6 +1,9 @@
 """The README's table of the families, over training seeds: each cell the mean over seeds ± the
 half-width of its 95% t interval (seeds listed in the last column). Accuracy from each run's
-metrics.csv, robustness and attention from the over-seed CSVs in figures/.
+metrics.csv, robustness and attention from the over-seed CSVs in figures/. Then the readings:
+every paired difference against ViT (top-1, distance and entropy per layer, robustness per
+magnitude, token cosine and effective rank per block) with its interval, "no difference
+shown:" where the interval covers zero.
 
     uv run python analyses/results_table.py [--dataset fashion-mnist]
 """
@@ -9,7 +12,8 @@ import csv
 import pandas as pd
 from common import MAIN_MODELS, metrics_csv, out_dir, parser, seeds_of
 
-from attnlab.seeds import t_interval
+from attnlab.seeds import describe, paired_differences, stack_runs, t_interval
+from attnlab.tables import tidy
 
 
 def best_top1(name: str, dataset: str, seed: int) -> float:
@@ -55,3 +59,24 @@ if __name__ == "__main__":
     print("|" + "---|" * len(table.columns))
     for _, row in table.iterrows():
         print("| " + " | ".join(str(v) for v in row) + " |")
+
+    top1_runs = stack_runs({s: tidy([dict(model=label, checkpoint="-", metric="top1", value=best_top1(name, args.dataset, s),
+                                          n_images=10000) for label, name in MAIN_MODELS.items()])
+                            for s in sorted(set.intersection(*(set(seeds_of(n, args.dataset)) for n in MAIN_MODELS.values())))})
+    diffs = {"top-1 (%)": pd.concat([paired_differences(top1_runs, a, "ViT") for a in ("ReViT", "ViT+CB")])}
+    for name, metrics in (("01_globality", ["mad_px"]), ("02_entropy", ["entropy_norm"]),
+                          ("03_robustness", ["accuracy", "consistency"]),
+                          ("07_feature_diversity", ["token_cosine", "effective_rank"])):
+        d = pd.read_csv(out_dir(name, args.dataset) / f"{name.split('_', 1)[1]}_differences.csv")
+        for metric in metrics:
+            diffs[metric] = d[(d["metric"] == metric) & (d["attention"] != "own")]
+    print()
+    for what, d in diffs.items():
+        for _, row in d.iterrows():
+            where = (f"layer {int(row['layer']) + 1}" if row["layer"] >= 0 else "") + \
+                (f" {row['transform']} {row['magnitude']:g}" if row["transform"] != "none" else "")
+            scale = 100 if what in ("accuracy", "consistency") else 1
+            row = row.copy()
+            for c in ("value", "ci_low", "ci_high"):
+                row[c] = row[c] * scale
+            print(f"{row['model']:<14} {what:<15} {where:<22} {describe(row, digits=2)}")
