@@ -95,7 +95,7 @@ def main() -> None:
                           device=args.device, progress="off").validate()
         result = train(cfg, log=lambda line: None)
         history = list(csv.DictReader((root / name / "metrics.csv").open()))
-        rows.append((f"train {name}", f"{float(history[-1]['images_per_s']):.0f} img/s", peak_gib(),
+        rows.append((f"train {name}", f"{float(history[-1]['images_per_s']):.4g} img/s", peak_gib(),
                      f"top-1 {result.best_top1:.1f}% after {result.steps_per_epoch * 2} steps"))
         ckpts[name] = str(result.out_dir / "best.pt")
     model, spec = attnlab.load_model(ckpts["revit_small_patch16_224"])
@@ -104,13 +104,13 @@ def main() -> None:
     forward = forward_seconds(model, spec.input, args.images, min(64, args.images), args.device)
     for label, fn in (("globality 224 px (ReViT-S)", lambda: attnlab.measure_attention(
             [ckpts["revit_small_patch16_224"]], ["ReViT-S"], metrics=GLOBALITY_METRICS, **common)),
-            ("robustness 224 px (ReViT-S, 6 views)", lambda: measure_robustness(
+            ("robustness 224 px (ReViT-S, 7 views)", lambda: measure_robustness(
                 [ckpts["revit_small_patch16_224"]], ["ReViT-S"], shifts=[0, 8, 16], scales=[0.75, 1.0, 1.25],
                 **common))):
         peak_reset()
         _, seconds = timed(fn)
         views = 7 if label.startswith("robustness") else 1
-        rows.append((label, f"{args.images * views / seconds:.0f} img/s", peak_gib(),
+        rows.append((label, f"{args.images * views / seconds:.4g} img/s", peak_gib(),
                      f"analysis / forward {forward * views / seconds:.2f}x"))
     if args.device.startswith("cuda"):  # the same study on the CPU: results must agree to 1e-5
         small = {**common, "num_images": 64}
@@ -127,7 +127,7 @@ def main() -> None:
     _, seconds = timed(lambda: attnlab.measure_attention([dino], ["DINOv2-S 518"], metrics=GLOBALITY_METRICS,
                                                          input_spec=dino_spec, **{**common, "num_images": n,
                                                                                   "batch_size": min(32, n)}))
-    rows.append(("globality 518 px (ViT-S/14, 1,370 tokens)", f"{n / seconds:.0f} img/s", peak_gib(),
+    rows.append(("globality 518 px (ViT-S/14, 1,370 tokens)", f"{n / seconds:.4g} img/s", peak_gib(),
                  f"analysis / forward {forward / seconds:.2f}x"))
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"{where}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
