@@ -9,6 +9,7 @@ be regenerated without training. Each script writes into ``figures/<name>/``.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -22,6 +23,7 @@ MAIN_MODELS = {"ViT": "vit_micro_patch4_32", "ReViT": "revit_micro_patch4_32", "
 
 
 SEEDS = (0, 1, 2)
+SEED_FILE = re.compile(r"seed(\d+)\.pt")
 #: The comparisons the readings make, each as a paired difference over seeds (first minus second).
 COMPARISONS: Tuple[Tuple[str, str], ...] = (("ReViT", "ViT"), ("ViT+CB", "ViT"))
 
@@ -63,8 +65,9 @@ def metrics_csv(name: str, dataset: str, seed: int = 0) -> Path:
 
 def seeds_of(name: str, dataset: str) -> List[int]:
     """The seeds a run name has a checkpoint for (runs/ or committed)."""
-    found = {int(p.name[4:]) for p in (RUNS / dataset / name).glob("seed*") if finished(p)}
-    found |= {int(p.stem[4:]) for p in (COMMITTED / dataset / name).glob("seed*.pt")}
+    found = {int(p.name[4:]) for p in (RUNS / dataset / name).glob("seed*") if finished(p) and p.name[4:].isdigit()}
+    found |= {int(m.group(1)) for p in (COMMITTED / dataset / name).glob("seed*.pt")
+              if (m := SEED_FILE.fullmatch(p.name))}  # seed<k>.pt, not seed<k>.epoch<j>.pt
     return sorted(found)
 
 

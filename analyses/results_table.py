@@ -32,8 +32,8 @@ if __name__ == "__main__":
     glob = pd.read_csv(out_dir("01_globality", args.dataset) / "globality.csv")
     ent = pd.read_csv(out_dir("02_entropy", args.dataset) / "entropy.csv")
     rows = []
+    seeds = sorted(set.intersection(*(set(seeds_of(n, args.dataset)) for n in MAIN_MODELS.values())))  # as the CSVs
     for label, name in MAIN_MODELS.items():
-        seeds = seeds_of(name, args.dataset)
         top1 = t_interval([best_top1(name, args.dataset, s) for s in seeds])
 
         def r(transform, magnitude, metric):
@@ -62,7 +62,7 @@ if __name__ == "__main__":
 
     top1_runs = stack_runs({s: tidy([dict(model=label, checkpoint="-", metric="top1", value=best_top1(name, args.dataset, s),
                                           n_images=10000) for label, name in MAIN_MODELS.items()])
-                            for s in sorted(set.intersection(*(set(seeds_of(n, args.dataset)) for n in MAIN_MODELS.values())))})
+                            for s in seeds})
     diffs = {"top-1 (%)": pd.concat([paired_differences(top1_runs, a, "ViT") for a in ("ReViT", "ViT+CB")])}
     for name, metrics in (("01_globality", ["mad_px"]), ("02_entropy", ["entropy_norm"]),
                           ("03_robustness", ["accuracy", "consistency"]),

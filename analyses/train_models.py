@@ -36,7 +36,7 @@ import sys
 import time
 from typing import Optional
 
-from common import COMMITTED, RUNS, dataset_args
+from common import COMMITTED, RUNS, SEED_FILE, dataset_args
 
 from attnlab.train import TrainConfig, train
 
@@ -110,7 +110,7 @@ def collect(dataset: str) -> None:
         print(f"{target / seed}.pt")
     for ckpt in sorted((COMMITTED / dataset).glob("*/seed*.pt")):   # committed before runs recorded themselves
         record = ckpt.with_suffix(".run.json")
-        if record.exists():
+        if record.exists() or not SEED_FILE.fullmatch(ckpt.name):   # recorded, or an epoch file
             continue
         from attnlab import load_model
 

@@ -66,6 +66,9 @@ def stack_runs(frames: Mapping[int, "pd.DataFrame"]) -> "pd.DataFrame":
 def _runs_by_key(runs: "pd.DataFrame", heads: bool) -> "pd.DataFrame":
     if "seeds" not in runs.columns or runs["seeds"].isna().any() or runs["seeds"].astype(str).isin(["", "-"]).any():
         raise AttnlabError("rows without a seed: build the runs with attnlab.seeds.stack_runs({seed: frame})")
+    if "n_seeds" in runs.columns and (runs["n_seeds"] > 1).any():
+        raise AttnlabError("these rows are already summaries over seeds (n_seeds > 1): pass the runs, "
+                           "as attnlab.seeds.stack_runs makes them")
     d = runs if heads else runs[runs["head"] == -1]
     d = d.assign(seeds=d["seeds"].astype(str))
     dup = d.duplicated(list(KEYS) + ["seeds"])

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 import attnlab
+from attnlab.data.workers import default_workers
 from attnlab.spec import InputSpec
 from attnlab.studies import GLOBALITY_METRICS
 from attnlab.studies.robustness import measure_robustness
@@ -100,7 +101,7 @@ def main() -> None:
         ckpts[name] = str(result.out_dir / "best.pt")
     model, spec = attnlab.load_model(ckpts["revit_small_patch16_224"])
     common = dict(dataset="fashion-mnist", data_dir=str(data), num_images=args.images, device=args.device,
-                  batch_size=min(64, args.images))
+                  batch_size=min(64, args.images), workers=default_workers())
     forward = forward_seconds(model, spec.input, args.images, min(64, args.images), args.device)
     for label, fn in (("globality 224 px (ReViT-S)", lambda: attnlab.measure_attention(
             [ckpts["revit_small_patch16_224"]], ["ReViT-S"], metrics=GLOBALITY_METRICS, **common)),
@@ -111,7 +112,7 @@ def main() -> None:
         _, seconds = timed(fn)
         views = 7 if label.startswith("robustness") else 1
         rows.append((label, f"{args.images * views / seconds:.4g} img/s", peak_gib(),
-                     f"analysis / forward {forward * views / seconds:.2f}x"))
+                     f"throughput analysis / forward {forward * views / seconds:.2f}x"))
     if args.device.startswith("cuda"):  # the same study on the CPU: results must agree to 1e-5
         small = {**common, "num_images": 64}
         frames = [attnlab.measure_attention([ckpts["revit_small_patch16_224"]], ["ReViT-S"], metrics=GLOBALITY_METRICS,
@@ -128,7 +129,7 @@ def main() -> None:
                                                          input_spec=dino_spec, **{**common, "num_images": n,
                                                                                   "batch_size": min(32, n)}))
     rows.append(("globality 518 px (ViT-S/14, 1,370 tokens)", f"{n / seconds:.4g} img/s", peak_gib(),
-                 f"analysis / forward {forward / seconds:.2f}x"))
+                 f"throughput analysis / forward {forward / seconds:.2f}x"))
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"{where}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     print(f"| {'what':<44} | {'throughput':>12} | {'peak GPU memory':>15} | note |")

@@ -83,6 +83,8 @@ def test_bad_runs_are_refused_in_one_line():
         over_seeds(runs)
     with pytest.raises(AttnlabError, match="no runs of ReViT; the runs have ViT"):
         paired_differences(runs, "ReViT", "ViT")
+    with pytest.raises(AttnlabError, match="already summaries over seeds"):
+        over_seeds(over_seeds(stack_runs({0: _frame({("ViT", 0): 1.0}), 1: _frame({("ViT", 0): 2.0})})))
     twice = stack_runs({0: pd.concat([_frame({("ViT", 0): 1.0})] * 2)})
     with pytest.raises(AttnlabError, match="twice"):
         over_seeds(twice)

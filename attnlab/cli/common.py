@@ -63,11 +63,9 @@ def workers_or_default(workers: Optional[int]) -> int:
     """``--workers`` as given, else min(8, the CPU cores this process's share of the machine has)."""
     if workers is not None:
         return workers
-    try:
-        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        local = 1
-    return max(1, min(8, (os.cpu_count() or 1) // local))
+    from ..data.workers import default_workers
+
+    return default_workers()
 
 
 def main_rank_prints(fn: F) -> F:

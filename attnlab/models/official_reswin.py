@@ -104,6 +104,8 @@ def convert_official_reswin(state_dict: Mapping[str, torch.Tensor], config: Opti
     mlp_ratio = int(sd["layers.0.blocks.0.mlp.fc1.weight"].shape[0]) / widths[0]
     mask = next((v for k, v in sd.items() if k.startswith("layers.0.") and k.endswith("attn_mask")), None)
     crop = ((config or {}).get("DATA") or {}).get("crop_size")  # without the mask buffers: the config's, else 224
+    if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int)):
+        raise CheckpointError(f"{source}: the config's DATA crop_size must be one whole number of pixels, not {crop!r}")
     img_size = math.isqrt(int(mask.shape[0])) * window * ph if mask is not None else int(crop or 224)
     num_classes = int(sd["head.weight"].shape[0])
     doubling = widths == [embed_dim * 2 ** i for i in range(len(widths))]

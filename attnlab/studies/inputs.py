@@ -233,22 +233,14 @@ class ImageSelection:
         batches are the same for any number. ``world`` (``attnlab.studies.sharding``) takes
         this rank's share only: a contiguous run of the same batches one process would make.
         """
+        from ..data.workers import drain
         from .sharding import World
 
         ds = self.open(spec, pixel=pixel)
         plan = (world or World()).batches(len(ds), check_batch_size(batch_size))
         loader = torch.utils.data.DataLoader(ds, batch_sampler=plan, num_workers=min(check_workers(workers), len(plan)),
                                              pin_memory=pin_memory)
-        it = iter(loader)
-        message = None
-        try:
-            yield from it
-        except AttnlabError as e:  # raised in a worker: torch wraps the message in the worker's traceback
-            message = _worker_message(e)
-        finally:  # stopped early (an error, or the caller closed us): stop the workers now
-            _stop_workers(it)
-        if message is not None:
-            raise AttnlabError(message)
+        yield from drain(loader)  # a worker's error as its one line; workers stopped when we stop
 
     def stacked(self, spec: InputSpec, *, pixel: bool = False, workers: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
         """All selected images as one ``[n, C, H, W]`` tensor and their labels (for small selections)."""
@@ -281,23 +273,6 @@ class ImageSelection:
         if getattr(ds, "ignored", None):
             out.append(f"{who}: ignored {len(ds.ignored)} files that are not images (e.g. {ds.ignored[0]})")
         return out
-
-
-def _stop_workers(it: Any) -> None:
-    """Shut a DataLoader iterator's workers down at once: left to the garbage collector (an iterator
-    kept alive by a traceback), its queues may be gone first and each worker waits out a 5 s timeout."""
-    shutdown = getattr(it, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
-
-
-def _worker_message(e: AttnlabError) -> str:
-    """The one-line message of an AttnlabError a DataLoader worker raised ("Caught ... Original Traceback ...")."""
-    lines = str(e).strip().splitlines()
-    if len(lines) > 1 and lines[0].startswith("Caught "):
-        last = lines[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
-    return str(e)
 
 
 def check_class_names(model_classes: Sequence[str], data_classes: Sequence[str], who: str, data: str) -> None:

@@ -74,8 +74,8 @@ class World:
 
     def _span(self, n: int, batch_size: int) -> range:
         """Indices of this rank's batches among one process's ``ceil(n / batch_size)``."""
-        count = -(-n // batch_size)
-        return range(self.rank * count // self.size, (self.rank + 1) * count // self.size)
+        count = -(-n // batch_size)   # ceiling splits: when batches are fewer than ranks, the last ranks go empty
+        return range((self.rank * count + self.size - 1) // self.size, ((self.rank + 1) * count + self.size - 1) // self.size)
 
     def batches(self, n: int, batch_size: int) -> List[range]:
         """This rank's batches of ``n`` images (image indices): a contiguous run of one process's batches."""

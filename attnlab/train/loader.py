@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from ..data.workers import default_workers, drain, stop_workers
 from ..spec import InputSpec
 from .augment import TensorAugment, batch_erasing
 from .config import TrainConfig
@@ -48,11 +49,6 @@ _SAMPLE_TAG, _WORKER_TAG = 3, 4
 
 
 # ----------------------------------------------------------------------------- the choice
-def default_workers() -> int:
-    """DataLoader processes when ``workers`` is not given: min(8, CPU count)."""
-    return min(8, os.cpu_count() or 1)
-
-
 def physical_memory_bytes() -> Optional[int]:
     """The machine's RAM (``os.sysconf``), or None where it cannot be read."""
     try:
@@ -260,12 +256,14 @@ class StreamBatches:
         process's RNGs while they are made)."""
         assert self.loader is not None, "the loader was closed"
         self.sampler.set_epoch(epoch, start_step)
-        for step, (x, y) in zip(range(start_step, self.steps_per_epoch), self.loader):
+        for step, (x, y) in zip(range(start_step, self.steps_per_epoch), drain(self.loader, stop=False)):
             seed_step(self.seed, epoch, step, self.rank, self.generator)
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def close(self) -> None:
-        """Stop the worker processes now (dropping the loader's iterator shuts them down)."""
+        """Stop the worker processes now, also when an error's traceback still holds the iterator."""
+        if self.loader is not None:
+            stop_workers(getattr(self.loader, "_iterator", None))  # the persistent workers' iterator
         self.loader = None
 
 
@@ -286,5 +284,4 @@ def stream_eval_batches(dataset: Any, spec: InputSpec, indices: torch.Tensor, ba
     view = Subset(dataset.with_transform(eval_transform(spec)), [int(i) for i in indices])
     loader = data_loader(view, workers, device.type == "cuda", 0, persistent=False, batch_size=batch_size,
                          shuffle=False)
-    for x, y in loader:
-        yield x, y
+    yield from drain(loader)
