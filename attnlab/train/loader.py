@@ -93,7 +93,10 @@ class DataPlan:
         by = f"{workers} worker process(es)" if workers else "the main process (--workers 0)"
         where = "in memory" if self.train_in_memory else f"streamed from disk by {by}"
         ev = "in memory" if self.eval_in_memory else "streamed"
-        return f"data: training images {where} ({_size(self.train_bytes)} as uint8 tensors; {why}); evaluation {ev}"
+        aug = "" if self.train_in_memory else \
+            "; streamed runs augment with timm's pipeline (a random-resized crop where memory pads and crops)"
+        return (f"data: training images {where} ({_size(self.train_bytes)} as uint8 tensors; {why}); "
+                f"evaluation {ev}{aug}")
 
 
 def _size(n: int) -> str:
