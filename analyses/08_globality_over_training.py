@@ -8,6 +8,7 @@ main runs), else the committed checkpoints/<dataset>/<model>/seed<k>.epoch<j>.pt
 seed. Writes figures/08_globality_over_training/ (globality_over_training.csv:
 over seeds; globality_over_training_runs.csv).
 """
+import csv
 import re
 
 import matplotlib.pyplot as plt
@@ -30,8 +31,11 @@ def epoch_files(name: str, dataset: str, seed: int) -> dict:
     run = RUNS / dataset / name / f"seed{seed}"
     if finished(run):
         found = {int(re.findall(r"\d+", p.stem)[0]): p for p in run.glob("epoch_*.pt")}
-    else:
+    else:  # committed: the kept epochs, and the best one as seed<k>.pt
         found = {int(p.suffixes[0][len(".epoch"):]): p for p in (COMMITTED / dataset / name).glob(f"seed{seed}.epoch*.pt")}
+        if found:
+            rows = list(csv.DictReader((COMMITTED / dataset / name / f"seed{seed}.metrics.csv").open()))
+            found[int(max(rows, key=lambda r: float(r["top1"]))["epoch"])] = COMMITTED / dataset / name / f"seed{seed}.pt"
     last = max(found, default=0)
     return {e: found[e] for e in sorted(found) if e & (e - 1) == 0 or e == last}
 

@@ -23,7 +23,7 @@ best top-1. A finished run is skipped, an interrupted one resumed.
 
 --collect copies every finished run's best.pt into checkpoints/<dataset>/<name>/seed<k>.pt with
 its metrics.csv and run.json beside it (seed<k>.metrics.csv, seed<k>.run.json) and its kept
-epochs (seed<k>.epoch<j>.pt): what is committed and what the analyses read when runs/ is absent.
+epochs but the best (seed<k>.epoch<j>.pt): what is committed and what the analyses read when runs/ is absent.
 """
 from __future__ import annotations
 
@@ -94,8 +94,11 @@ def collect(dataset: str) -> None:
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / "best.pt", target / f"{seed}.pt")
         shutil.copyfile(run_dir / "metrics.csv", target / f"{seed}.metrics.csv")
+        rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+        best = int(max(rows, key=lambda r: float(r["top1"]))["epoch"])
         for epoch in run_dir.glob("epoch_*.pt"):  # the main runs keep every epoch (globality over training)
-            shutil.copyfile(epoch, target / f"{seed}.{epoch.stem.replace('_', '')}.pt")
+            if int(epoch.stem[len("epoch_"):]) != best:  # the best epoch is seed<k>.pt itself
+                shutil.copyfile(epoch, target / f"{seed}.{epoch.stem.replace('_', '')}.pt")
         record = run_dir / "run.json"
         if record.exists():
             shutil.copyfile(record, target / f"{seed}.run.json")
