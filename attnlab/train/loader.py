@@ -95,8 +95,8 @@ class DataPlan:
         ev = "in memory" if self.eval_in_memory else "streamed"
         aug = "" if self.train_in_memory else \
             "; streamed runs augment with timm's pipeline (a random-resized crop where memory pads and crops)"
-        return (f"data: training images {where} ({_size(self.train_bytes)} as uint8 tensors; {why}); "
-                f"evaluation {ev}{aug}")
+        return (f"data: training images {where} ({_size(self.train_bytes)} as uint8 tensors; {why}{aug}); "
+                f"evaluation {ev}")
 
 
 def _size(n: int) -> str:
