@@ -4,7 +4,9 @@
 test images of ``../shared/data/cifar10-jpeg`` when present, else Fashion-MNIST images this
 script writes as JPEGs), resized by the model's evaluation transform:
 
-    forward   the plain forward pass over the same images, already decoded into one tensor;
+    forward   the plain forward pass over the same images, already decoded into one tensor
+              (timm's fused attention; and with attention computed explicitly, as the
+              analysis must and as benchmarks/bench_analysis.py's baseline does);
     analysis  ``measure_attention`` with the globality metrics, decoding the files with
               ``--workers`` DataLoader workers (and with 0 workers, for comparison).
 
@@ -62,12 +64,19 @@ def main() -> None:
     x, _ = ImageSelection(num_images=args.images, **data).stacked(SPEC)
     print(f"torch {torch.__version__}, {args.threads} thread(s), wall clock; {len(x)} JPEGs from {data['data_dir']}")
 
-    def forward() -> float:
+    def forward(fused: bool = True) -> float:
+        for m in model.modules():
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = fused
         t = time.perf_counter()
         with torch.inference_mode():
             for i in range(0, len(x), args.batch_size):
                 model(x[i:i + args.batch_size])
-        return time.perf_counter() - t
+        seconds = time.perf_counter() - t
+        for m in model.modules():
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = True
+        return seconds
 
     def analysis(workers: int) -> float:
         t = time.perf_counter()
@@ -76,15 +85,18 @@ def main() -> None:
         return time.perf_counter() - t
 
     forward()
-    times = {"forward": [], f"analysis, {args.workers} workers": [], "analysis, 0 workers": []}
+    times = {"forward": [], "forward, explicit attention": [], f"analysis, {args.workers} workers": [],
+             "analysis, 0 workers": []}
     for _ in range(args.rounds):  # interleaved, so that a busy moment hits every variant alike
         times["forward"].append(forward())
+        times["forward, explicit attention"].append(forward(fused=False))
         times[f"analysis, {args.workers} workers"].append(analysis(args.workers))
         times["analysis, 0 workers"].append(analysis(0))
-    base = statistics.median(times["forward"])
+    base, explicit = statistics.median(times["forward"]), statistics.median(times["forward, explicit attention"])
     for name, ts in times.items():
         t = statistics.median(ts)
-        print(f"{name:<24} {len(x) / t:8.1f} img/s   {base / t:5.2f}x the forward pass")
+        print(f"{name:<28} {len(x) / t:8.1f} img/s   {base / t:5.2f}x the forward pass, "
+              f"{explicit / t:5.2f}x with explicit attention")
 
 
 if __name__ == "__main__":
