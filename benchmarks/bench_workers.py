@@ -17,35 +17,24 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
+from bench_stream import image_folder
 
 import attnlab
 from attnlab.spec import InputSpec
 from attnlab.studies import GLOBALITY_METRICS
 from attnlab.studies.inputs import ImageSelection
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
 SPEC = InputSpec(size=(224, 224), channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                  interpolation="bicubic", crop_pct=1.0)
 
 
 def jpeg_folder(n: int) -> dict:
-    """Where the JPEGs are, as measure_attention's dataset arguments."""
-    if (SHARED / "test").is_dir():
-        return {"dataset": "imagefolder", "data_dir": str(SHARED), "split": "test"}
-    from attnlab.data import load_dataset
-
-    root = Path(tempfile.mkdtemp(prefix="attnlab-jpegs-"))
-    ds = load_dataset("fashion-mnist", "test", subset=n)
-    for i in range(len(ds)):
-        image, label = ds[i]
-        folder = root / "test" / ds.classes[label].replace("/", "-")
-        folder.mkdir(parents=True, exist_ok=True)
-        image.convert("RGB").save(folder / f"{i:05d}.jpg", quality=90)
+    """Where the JPEGs are (bench_stream's folder: the shared CIFAR-10 JPEGs, else written ones),
+    as measure_attention's dataset arguments."""
+    root, _ = image_folder(n_train=0, n_test=n)
     return {"dataset": "imagefolder", "data_dir": str(root), "split": "test"}
 
 

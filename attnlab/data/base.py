@@ -312,19 +312,27 @@ class FileDataset(ImageDataset):
 
     def load_image(self, index: int) -> Image.Image:
         path = self.paths[index]
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return im.copy() if im.mode == self.mode else convert_image(im, self.mode)
-        except Exception as e:
-            raise AttnlabError(
-                f"cannot decode {path} ({one_line(e)}); it changed since the dataset was loaded, or the "
-                "dataset was loaded with verify='header' (use verify='full' to skip such files up front)"
-            ) from None
+        return decode_image(lambda: path, path, self.mode, "it changed since the dataset was loaded")
 
     def _take(self, keep: np.ndarray) -> None:
         super()._take(keep)
         self.paths = [self.paths[i] for i in keep]
+
+
+def decode_image(source: Callable[[], Any], name: str, mode: str, changed: str) -> Image.Image:
+    """Open ``source()`` (a path or a file object) as a fully loaded image in ``mode``; a file that
+    does not decode is one AttnlabError naming ``name`` (``changed`` says how it can have changed)."""
+    try:
+        with Image.open(source()) as im:
+            im.load()
+            return im.copy() if im.mode == mode else convert_image(im, mode)
+    except AttnlabError:
+        raise
+    except Exception as e:
+        raise AttnlabError(
+            f"cannot decode {name} ({one_line(e)}); {changed}, or the dataset was loaded with "
+            "verify='header' (use verify='full' to skip such images up front)"
+        ) from None
 
 
 def build_file_dataset(

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import AttnlabError, one_line, plural
-from .base import ImageDataset, PathLike, check_subset, convert_image, describe_dir, mode_for, probe_image
+from .base import ImageDataset, PathLike, check_subset, decode_image, describe_dir, mode_for, probe_image
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 NAMES_FILES = ("classes.txt", "LOC_synset_mapping.txt")
@@ -214,17 +214,8 @@ class ShardDataset(ImageDataset):
         return data
 
     def load_image(self, index: int) -> Image.Image:
-        try:
-            with Image.open(io.BytesIO(self.read_bytes(index))) as im:
-                im.load()
-                return im.copy() if im.mode == self.mode else convert_image(im, self.mode)
-        except AttnlabError:
-            raise
-        except Exception as e:
-            raise AttnlabError(
-                f"cannot decode {self.members[index]} ({one_line(e)}); the shard changed since the dataset was "
-                "loaded, or the dataset was loaded with verify='header' (use verify='full' to skip such images up front)"
-            ) from None
+        return decode_image(lambda: io.BytesIO(self.read_bytes(index)), self.members[index], self.mode,
+                            "the shard changed since the dataset was loaded")
 
     def _take(self, keep: np.ndarray) -> None:
         super()._take(keep)

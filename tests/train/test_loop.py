@@ -4,10 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import multiprocessing
-import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +12,7 @@ from typer.testing import CliRunner
 
 from attnlab.checkpoint import load_model
 from attnlab.cli import app
+from sigkill import kill_mid_epoch
 from attnlab.data.fashion_mnist import CLASSES as FMNIST_CLASSES
 from attnlab.errors import AttnlabError
 from attnlab.models import create_model
@@ -223,10 +220,6 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, fmnist, m
 
 
 # ----------------------------------------------------------------------------- exact resume
-def _cli_child(args) -> None:
-    app(args=args, prog_name="attnlab")
-
-
 def test_resume_after_sigkill_is_bit_identical(tmp_path, fmnist):
     """A run SIGKILLed mid-epoch and resumed ends with exactly the weights of one uninterrupted run."""
     data = write_fashion_mnist_idx(tmp_path / "data", n_train=96, n_test=16, seed=2)
@@ -236,24 +229,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, fmnist):
     killed = tiny(data, tmp_path / "killed", batch_size=8, save_every=2)
     whole = tiny(data, tmp_path / "whole", batch_size=8, save_every=2)
 
-    child = multiprocessing.get_context("fork").Process(target=_cli_child, args=(cli_args(killed) + extra,))
-    child.start()
-    info_path = tmp_path / "killed" / "resume.json"
-    deadline = time.time() + 120
-    seen = None
-    while child.is_alive() and time.time() < deadline:
-        if info_path.exists():
-            try:
-                seen = json.loads(info_path.read_text())
-            except ValueError:
-                seen = None
-            if seen and seen["epoch"] == 0 and seen["step"] >= 2:
-                os.kill(child.pid, signal.SIGKILL)
-                break
-        time.sleep(0.01)
-    child.join(30)
-    assert child.exitcode == -signal.SIGKILL, f"child was not killed mid-run (exit {child.exitcode}, saw {seen})"
-    state = json.loads(info_path.read_text())
+    state = kill_mid_epoch(cli_args(killed) + extra, tmp_path / "killed", min_step=2, timeout=120)
     assert not state["finished"] and 0 < state["step"] < state["steps_per_epoch"]  # really mid-epoch
 
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "killed"), "--resume", "--progress", "off"])

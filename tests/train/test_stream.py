@@ -8,10 +8,6 @@ generated stand-ins of attnlab.train.synthetic (the checks do not depend on whic
 from __future__ import annotations
 
 import csv
-import json
-import multiprocessing
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -22,6 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from attnlab.cli import app
+from sigkill import kill_mid_epoch
 from attnlab.errors import AttnlabError
 from attnlab.spec import InputSpec
 from attnlab.train import TrainConfig, train
@@ -168,10 +165,6 @@ def test_workers_do_not_change_the_weights(folder, tmp_path):
     assert state["config"]["data"] == "stream" and state["config"]["workers"] == 2
 
 
-def _cli_child(args) -> None:
-    app(args=args, prog_name="attnlab")
-
-
 def cli_args(cfg: TrainConfig) -> list:
     return ["train", "--model", cfg.model, "--dataset", cfg.dataset, "--data-dir", cfg.data_dir, "--out", cfg.out,
             "--epochs", str(cfg.epochs), "--batch-size", str(cfg.batch_size), "--threads", str(cfg.threads),
@@ -185,24 +178,7 @@ def test_streamed_resume_after_sigkill_is_bit_identical(folder, tmp_path):
     killed = streamed(folder, tmp_path / "killed", save_every=3)
     whole = streamed(folder, tmp_path / "whole", save_every=3)
 
-    child = multiprocessing.get_context("fork").Process(target=_cli_child, args=(cli_args(killed) + extra,))
-    child.start()
-    info_path = tmp_path / "killed" / "resume.json"
-    deadline = time.time() + 180
-    seen = None
-    while child.is_alive() and time.time() < deadline:
-        if info_path.exists():
-            try:
-                seen = json.loads(info_path.read_text())
-            except ValueError:
-                seen = None
-            if seen and seen["epoch"] == 0 and seen["step"] >= 6:
-                os.kill(child.pid, signal.SIGKILL)
-                break
-        time.sleep(0.01)
-    child.join(30)
-    assert child.exitcode == -signal.SIGKILL, f"child was not killed mid-run (exit {child.exitcode}, saw {seen})"
-    state = json.loads(info_path.read_text())
+    state = kill_mid_epoch(cli_args(killed) + extra, tmp_path / "killed", min_step=6, timeout=180)
     assert not state["finished"] and 0 < state["step"] < state["steps_per_epoch"] == 25  # really mid-epoch
 
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "killed"), "--resume", "--progress", "off",

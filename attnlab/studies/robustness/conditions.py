@@ -150,7 +150,7 @@ def revit_conditions(shifts: Sequence[int], scales: Sequence[float], size: Size)
 
 def consistency_conditions(size: Size) -> List[Condition]:
     """The two-crops protocol has one condition: crops offset by up to size/7 pixels."""
-    return [Condition("two-crops", float(size[0] // 7))]
+    return [Condition("two-crops", float(_crop_margins(size)[0]))]
 
 
 def conditions_for(protocol: str, shifts: Sequence[int], scales: Sequence[float], direction: str, fill: str,
@@ -168,13 +168,19 @@ def conditions_for(protocol: str, shifts: Sequence[int], scales: Sequence[float]
 def two_crops(x: torch.Tensor, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
     """Enlarge by 8/7 and take two random crops of the original size (antialiased-CNNs protocol)."""
     H, W = x.shape[-2:]
-    big = F.interpolate(x, size=(H * 8 // 7, W * 8 // 7), mode="bilinear", align_corners=False)
-    mh, mw = big.shape[-2] - H, big.shape[-1] - W
+    mh, mw = _crop_margins((H, W))
+    big = F.interpolate(x, size=(H + mh, W + mw), mode="bilinear", align_corners=False)
     crops = []
     for _ in range(2):
         oy, ox = _crop_offsets(x.shape[0], mh, mw, g)
         crops.append(torch.stack([big[i, :, oy[i]:oy[i] + H, ox[i]:ox[i] + W] for i in range(x.shape[0])]))
     return crops[0], crops[1]
+
+
+def _crop_margins(size: Size) -> Tuple[int, int]:
+    """How far a crop of ``size`` can move inside the image enlarged by 8/7 (256 / 224)."""
+    H, W = size
+    return H * 8 // 7 - H, W * 8 // 7 - W
 
 
 def _crop_offsets(n: int, mh: int, mw: int, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -198,9 +204,8 @@ def skip_views(n: int, conditions: Sequence[Condition], protocol: str, g: torch.
     """Make the random draws :func:`views` would make for a batch of ``n`` images of ``size``, without
     the images: a process that starts later in the data draws on from where one process would be."""
     if protocol == "consistency":
-        H, W = size
         for _ in range(2):
-            _crop_offsets(n, H * 8 // 7 - H, W * 8 // 7 - W, g)
+            _crop_offsets(n, *_crop_margins(size), g)
         return
     for c in conditions:
         if c.draw is not None:
