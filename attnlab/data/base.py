@@ -77,6 +77,10 @@ def classes_in_turn(targets: Sequence[int]) -> np.ndarray:
     return np.lexsort((targets, rank))
 
 
+class SubsetTooLarge(AttnlabError):
+    """``subset=N`` asks for more items than the dataset has (readers wanting "at most N" catch it)."""
+
+
 def check_subset(subset: Optional[int], size: Optional[int] = None, what: str = "") -> Optional[int]:
     """``subset=N`` keeps the first N items; it must make sense for this dataset."""
     if subset is None:
@@ -84,7 +88,7 @@ def check_subset(subset: Optional[int], size: Optional[int] = None, what: str = 
     if isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or subset < 1:
         raise AttnlabError(f"subset must be a whole number >= 1, not {subset!r}")
     if size is not None and subset > size:
-        raise AttnlabError(f"subset={subset} is larger than {what}, which has {size} items")
+        raise SubsetTooLarge(f"subset={subset} is larger than {what}, which has {size} items")
     return int(subset)
 
 
@@ -140,7 +144,7 @@ def scan_images(
     """Check image files up front: (readable items, unreadable paths, conversion counts).
 
     Items are kept in order; with ``limit`` the scan stops once that many are readable, so
-    ``subset=N`` on a large folder only touches about N files.
+    ``subset=N`` on a large folder only touches N files and those that fail to decode.
     """
     if verify not in ("full", "header"):
         raise AttnlabError(f"verify must be 'full' or 'header', not {verify!r}")
@@ -149,22 +153,20 @@ def scan_images(
     unreadable: List[str] = []
     conversions: Counter = Counter()
     workers = workers or min(16, os.cpu_count() or 1)
-    chunk = 256
+    start = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(items), chunk):
-            batch = items[start:start + chunk]
+        while start < len(items) and (limit is None or len(readable) < limit):
+            # chunks of 256, or of the images still wanted: a subset probes about as many files as it keeps
+            chunk = 256 if limit is None else min(256, limit - len(readable))
+            batch, start = items[start:start + chunk], start + chunk
             modes = list(pool.map(lambda it: probe_image(it[0], full), batch))
             for (path, label), src in zip(batch, modes):
-                if limit is not None and len(readable) >= limit:
-                    return readable, unreadable, conversions
                 if src is None:
                     unreadable.append(str(path))
                     continue
                 readable.append((str(path), int(label)))
                 if src != mode:
                     conversions[f"{src}->{mode}"] += 1
-            if limit is not None and len(readable) >= limit:
-                break
     return readable, unreadable, conversions
 
 
@@ -202,6 +204,9 @@ class ImageDataset(torch.utils.data.Dataset):
         self.conversions: Counter = Counter()
         #: Stored class by class (image folders): subsets then take classes in turn.
         self.class_ordered = False
+        #: Items the source holds before any subset (files: those found, less those seen unreadable);
+        #: None: ``len(self)``.
+        self.found: Optional[int] = None
 
     # what subclasses provide
     def load_image(self, index: int) -> Image.Image:
@@ -251,6 +256,7 @@ class ImageDataset(torch.utils.data.Dataset):
         so that a subset of a sorted folder is not one or two classes."""
         n = check_subset(n, len(self), f"{self.name}/{self.split}")
         other = copy.copy(self)
+        other.found = self.found if self.found is not None else len(self)
         keep = classes_in_turn(self.targets)[:n] if self.class_ordered else np.arange(n)
         other._take(np.sort(keep))
         return other
@@ -371,6 +377,7 @@ def build_file_dataset(
     ds.unreadable = unreadable
     ds.conversions = conversions
     ds.class_ordered = class_ordered
+    ds.found = len(items) - len(unreadable)  # a subset stopped scanning early: the rest counted as found
     return ds
 
 

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import AttnlabError, one_line, plural
 from .base import IMAGE_EXTENSIONS, ImageDataset, PathLike, build_file_dataset, cache_dir, describe_dir
-from .imagefolder import _subdirs, _walk
+from .imagefolder import _subdirs, _walk, is_image_name
 from .shards import VAL_NAMES, build_shard_dataset, find_shards, read_synset_mapping, split_names
 
 SPLITS = ("train", "val")
@@ -169,8 +169,7 @@ def _items_from_folders(split_dir: Path, index: Dict[str, int], source: str) -> 
     ignored = [str(p) for p in sorted(split_dir.iterdir()) if p.is_file() and not p.name.startswith(".")]
     for wnid in _subdirs(split_dir):
         for path in _walk(split_dir / wnid):
-            (items.append((str(path), index[wnid])) if path.suffix.lower() in IMAGE_EXTENSIONS
-             else ignored.append(str(path)))
+            (items.append((path, index[wnid])) if is_image_name(path) else ignored.append(path))
     return items, ignored
 
 

@@ -195,16 +195,27 @@ class ImageSelection:
         """The selected images in ``channels`` (1 or 3) as PIL images, read once per channel count."""
         if channels not in self._raw:
             from ..data import load_dataset
+            from ..data.base import SubsetTooLarge
             from ..data.files import load_image_files
 
-            if self.images is not None:
-                ds = load_image_files(self.images, channels=channels)
-            else:
-                ds = load_dataset(self.dataset, split=self.split, data_dir=self.data_dir, channels=channels)
-            if self.num_images is not None and self.num_images > len(ds):
-                raise AttnlabError(f"--num-images {self.num_images} is more than the {len(ds)} images available; "
-                                   f"pass --num-images {len(ds)} or fewer")
-            self._raw[channels] = (len(ds), ds.subset(self.count(len(ds))))
+            def load(subset: Optional[int]):  # noqa: ANN202
+                if self.images is not None:
+                    return load_image_files(self.images, channels=channels, subset=subset)
+                return load_dataset(self.dataset, split=self.split, data_dir=self.data_dir, channels=channels,
+                                    subset=subset)
+
+            want = self.num_images if self.num_images is not None else self.default_limit
+            try:  # a file dataset then checks only the files it takes, not a whole ImageNet split
+                ds = load(want) if want is not None else None
+            except SubsetTooLarge:  # fewer than asked for: read them all, to say how many there are
+                ds = None
+            if ds is None:
+                ds = load(None)
+                if self.num_images is not None and self.num_images > len(ds):
+                    raise AttnlabError(f"--num-images {self.num_images} is more than the {len(ds)} images "
+                                       f"available; pass --num-images {len(ds)} or fewer")
+                ds = ds.subset(self.count(len(ds)))
+            self._raw[channels] = (ds.found if ds.found is not None else len(ds), ds)
         return self._raw[channels][1]
 
     def available(self, channels: int) -> int:

@@ -106,6 +106,32 @@ def test_selection_notes_say_how_many_of_how_many(images):
     assert [Path(n).name for n in sel.names(3)] == [f"img{i}.png" for i in range(4)]
 
 
+def test_a_selection_checks_only_the_files_it_takes(images, tmp_path, monkeypatch):
+    """A study of 4 images from a large folder must not open every file of the split up front."""
+    import shutil
+
+    import attnlab.data.base as base
+
+    for cls in ("ant", "bee"):
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        for k in range(3):
+            shutil.copy(images / f"img{k}.png", tmp_path / "test" / cls / f"{k}.png")
+    (tmp_path / "test" / "bee" / "9.png").write_bytes(b"not a png")  # sorts last in its class: never reached
+    probed = []
+    real = base.probe_image
+    monkeypatch.setattr(base, "probe_image", lambda path, full=True: probed.append(path) or real(path, full))
+    sel = ImageSelection(dataset="imagefolder", data_dir=tmp_path, default_limit=4)
+    assert len(sel.open(SPEC)) == 4 and len(probed) <= 4 + 1
+    assert any("using 4 of the 7 images" in n for n in sel.notes(SPEC, "ViT"))
+    assert not any("unreadable" in n for n in sel.notes(SPEC, "ViT"))
+    # more than there are: every file read once more, the corrupt one reported, and a clear error
+    with pytest.raises(AttnlabError, match="--num-images 7 is more than the 6 images available"):
+        ImageSelection(dataset="imagefolder", data_dir=tmp_path, num_images=7).open(SPEC)
+    everything = ImageSelection(dataset="imagefolder", data_dir=tmp_path, default_limit=10)
+    assert len(everything.open(SPEC)) == 6
+    assert any("skipped 1 unreadable" in n for n in everything.notes(SPEC, "ViT"))
+
+
 def test_figures_leave_matplotlib_global_state_alone(nets, images):
     import matplotlib.pyplot as plt
 
