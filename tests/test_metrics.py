@@ -483,6 +483,15 @@ def test_globality_on_random_maps_matches_pairwise_loop(dtype):
     by_onehot = ring_mass(a[..., 1:, 1:], ring, n_rings, scatter=False)
     assert torch.allclose(by_scatter, by_onehot, atol=tol)
     assert torch.allclose(by_scatter.sum(-1), a[..., 1:, 1:].sum(-1), atol=tol)
+    # the accumulator's one product: the distance sums (pixels) and the same ring masses, with or without scratch
+    from attnlab.metrics.kernels import pair_sums
+
+    px = torch.tensor([[math.dist(p, q) * 8 for q in pts] for p in pts], dtype=torch.float64)
+    for scratch in (None, torch.full_like(a[..., 1:, 1:], math.nan)):
+        sums = pair_sums(a[..., 1:, 1:], layout, tuple(radii), out=scratch)
+        assert sums.shape == (2, 3, gh * gw, 1 + n_rings)
+        assert torch.allclose(sums[..., 0].double(), (block * px).sum(-1), atol=tol * 100)
+        assert torch.allclose(sums[..., 1:], by_scatter, atol=tol)
 
 
 def test_entropy_with_exact_zeros_matches_xlogy():

@@ -29,9 +29,11 @@ __all__ = [
     "distance_rings",
     "entropy_core",
     "globality_core",
+    "globality_from_rings",
     "mad_core",
     "nonlocality_core",
     "patch_block",
+    "pair_sums",
     "patch_distances",
     "prefix_mass_core",
     "renorm_rows",
@@ -190,14 +192,47 @@ def globality_core(a: Tensor, layout: TokenLayout, radii: Tensor) -> Tensor:
     """Globality curve ``[B, H, R]``: ``(1/G) sum_i sum_j A~_ij [d_ij > r_k]`` for each radius ``r_k``."""
     ring, where, n_rings = distance_rings(layout, tuple(radii.tolist()))
     p = layout.num_prefix_tokens
-    by_ring = ring_mass(a[..., p:, p:], ring.to(a.device), n_rings)  # [B, H, G, U + 1]
+    return globality_from_rings(ring_mass(a[..., p:, p:], ring.to(a.device), n_rings), where)
+
+
+def globality_from_rings(by_ring: Tensor, where: Tensor) -> Tensor:
+    """The globality curve ``[B, H, R]`` from each query's mass per ring ``[B, H, G, U + 1]``
+    (:func:`ring_mass`; overwritten) and where each radius sits among the rings (:func:`distance_rings`)."""
     # Renormalise each query's patch mass in place (a query with none keeps zeros), average
     # over queries, then sum the rings beyond each radius: beyond u_m = rings k > m, one
     # small product with a strictly-lower mask (the mean commutes with it).
-    mass = by_ring.sum(-1, keepdim=True).clamp_min_(torch.finfo(a.dtype).tiny)
+    n_rings = by_ring.shape[-1]
+    mass = by_ring.sum(-1, keepdim=True).clamp_min_(torch.finfo(by_ring.dtype).tiny)
     share = by_ring.div_(mass).mean(-2)                                # [B, H, U + 1]
-    outer = torch.ones(n_rings, n_rings - 1, dtype=a.dtype, device=a.device).tril(-1)
-    return (share @ outer)[..., where.to(a.device)]                    # [B, H, R], requested order
+    outer = torch.ones(n_rings, n_rings - 1, dtype=by_ring.dtype, device=by_ring.device).tril(-1)
+    return (share @ outer)[..., where.to(by_ring.device)]              # [B, H, R], requested order
+
+
+@lru_cache(maxsize=64)
+def _pair_table(layout: TokenLayout, radii: Tuple[float, ...], dtype: torch.dtype, device: str) -> Tensor:
+    """``[G_q, 1 + U + 1, G_k]``: each query's key distances (pixels), then its keys' ring one-hot."""
+    ring, _, n_rings = distance_rings(layout, radii)
+    onehot = torch.nn.functional.one_hot(ring, n_rings).to(torch.float64)      # [G, G, U + 1]
+    table = torch.cat([_distances_cpu(layout, pixels=True)[..., None], onehot], -1)
+    return table.transpose(1, 2).contiguous().to(device=device, dtype=dtype)
+
+
+def pair_sums(block: Tensor, layout: TokenLayout, radii: Tuple[float, ...], out: Optional[Tensor] = None) -> Tensor:
+    """``[B, H, G, 1 + U + 1]`` per patch query: ``sum_j A_ij d_ij`` (pixels), then the mass on
+    each distance ring ``sum_j A_ij [ring_ij = k]`` (:func:`distance_rings`; the rings add up to
+    the patch mass ``sum_j A_ij``), of a patch block ``[B, H, G, G]``.
+
+    One batched product over queries against a table made once per layout, instead of a pass over
+    the map per quantity; deterministic on every device (no atomics). ``out``: scratch shaped like
+    ``block`` for the queries-first copy the product needs."""
+    b, h, g, _ = block.shape
+    table = _pair_table(layout, tuple(radii), block.dtype, str(block.device))         # [G_q, C, G_k]
+    x = torch.empty(g, b, h, g, dtype=block.dtype, device=block.device) if out is None \
+        else out.view(g, b, h, g)
+    x.copy_(block.permute(2, 0, 1, 3))                                                 # [G_q, B, H, G_k]
+    # table @ x^T per query: the wide side (B * H) last, which BLAS runs several times faster
+    sums = torch.bmm(table, x.view(g, b * h, g).transpose(1, 2))                       # [G_q, C, B * H]
+    return sums.view(g, -1, b, h).permute(2, 3, 0, 1).contiguous()                     # small: C numbers a query
 
 
 def prefix_mass_core(a: Tensor, layout: TokenLayout) -> Tensor:

@@ -39,14 +39,13 @@ from ..tables import columns_except
 from .features import effective_rank, token_cosine_similarity
 from .kernels import (
     ScratchBuffer,
-    globality_core,
+    distance_rings,
+    globality_from_rings,
     nonlocality_core,
-    patch_block,
-    patch_distances,
+    pair_sums,
     prefix_mass_core,
     renorm_rows,
     row_entropy,
-    weighted_distance,
 )
 from .tokens import FENCE_K, NORM_QUANTILES, high_norm_mass, high_norm_tokens, token_norms
 from .validation import MetricInputError, describe_layout, radii_tensor, require_layout, validate_attention
@@ -142,6 +141,7 @@ class AttentionStats:
         do not sum to 1; ``metrics``: compute only these names of :data:`METRIC_NAMES` and
         :data:`HIGH_NORM_METRICS` (default: all of :data:`METRIC_NAMES`)."""
         self.radii: Tensor = radii_tensor(radii)
+        self._radii = tuple(self.radii.tolist())
         self.check = bool(check)
         chosen = set(METRIC_NAMES if metrics is None else metrics)
         known = METRIC_NAMES + HIGH_NORM_METRICS
@@ -212,14 +212,17 @@ class AttentionStats:
                 values["entropy_patch"] = entropy_rows[..., p:].mean(-1)
             if "entropy_prefix" in want and p > 0:
                 values["entropy_prefix"] = entropy_rows[..., :p].mean(-1)
-        if want & {"mad_px", "mad_px_raw"}:
-            block, mass = patch_block(a, layout)
-            weighted_px = weighted_distance(block, patch_distances(layout, a.device, pixels=True, dtype=dtype),
-                                             out=self._scratch.like(block))
+        if want & {"mad_px", "mad_px_raw", "globality"}:
+            # one product for every distance metric: per query sum_j A_ij d_ij and the mass per ring
+            block = a[..., p:, p:]
+            sums = pair_sums(block, layout, self._radii, out=self._scratch.like(block))   # [B, H, G, 1 + U + 1]
+            weighted_px, by_ring = sums[..., 0], sums[..., 1:]
             if "mad_px" in want:
-                values["mad_px"] = renorm_rows(weighted_px, mass).mean(-1)
+                values["mad_px"] = renorm_rows(weighted_px, by_ring.sum(-1)).mean(-1)
             if "mad_px_raw" in want:
                 values["mad_px_raw"] = weighted_px.mean(-1)
+            if "globality" in want:
+                values["globality"] = globality_from_rings(by_ring, distance_rings(layout, self._radii)[1])
         if "nonlocality" in want:
             ph, pw = layout.patch_size
             if ph == pw and "mad_px_raw" in values:  # square patches: patch units = pixels / p
@@ -228,8 +231,6 @@ class AttentionStats:
                 values["nonlocality"] = nonlocality_core(a, layout)
         if "prefix_mass" in want:
             values["prefix_mass"] = prefix_mass_core(a, layout)
-        if "globality" in want:
-            values["globality"] = globality_core(a, layout, self.radii)
         if "high_norm_mass" in want:
             outliers = self._input_outliers.pop(layer, None)
             if outliers is None or outliers.shape[0] != a.shape[0]:

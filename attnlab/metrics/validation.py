@@ -80,8 +80,11 @@ def validate_attention(
         # Two passes, not three: NaN propagates through min(), and an inf entry makes its
         # row sum inf or NaN, so the min and the row sums also catch non-finite maps.
         tol = ROW_SUM_TOLERANCE.get(attn.dtype, 1e-4)
-        low = float(attn.min())
-        err = float((attn.sum(dim=-1, dtype=torch.float64) - 1.0).abs().max())  # max_i |sum_j A_ij - 1|
+        # row sums in the map's precision (float32 for half types): their rounding, about 1e-7 * sqrt(N)
+        # in float32, is far below the tolerance, and a float64 sum of float32 maps costs more than the metrics
+        wide = torch.float32 if attn.dtype in (torch.float16, torch.bfloat16) else None
+        err_t = (attn.sum(dim=-1, dtype=wide) - 1.0).abs().max()                 # max_i |sum_j A_ij - 1|
+        low, err = torch.stack([attn.min().to(err_t.dtype), err_t]).tolist()      # one copy to the host
         if not (math.isfinite(low) and math.isfinite(err)):
             raise MetricInputError("attention contains NaN or inf")
         if low < -tol:
