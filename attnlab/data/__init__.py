@@ -47,12 +47,13 @@ _ALIASES = {
 }
 
 _LAZY = {name: "transforms" for name in ("eval_transform", "train_transform", "pixel_transform", "normalize",
-                                        "denormalize")}
+                                        "denormalize", "uint8_transform", "to_model_input")}
 
 __all__ = [
     "DATASETS", "DEFAULT_DATASET", "ArrayDataset", "FileDataset", "ImageDataset", "RestrictedUnpickler", "ShardDataset",
     "cache_root", "convert_image", "dataset_names", "denormalize", "eval_transform", "load_dataset", "read_idx",
-    "normalize", "pixel_transform", "resolve_name", "safe_load_pickle", "train_transform",
+    "normalize", "pixel_transform", "resolve_name", "safe_load_pickle", "to_model_input", "train_transform",
+    "uint8_transform",
     "load_cifar10", "load_cifar100", "load_fashion_mnist", "load_flowers102", "load_imagefolder", "load_imagenet",
     "load_pets", "load_webdataset",
 ]

@@ -161,6 +161,28 @@ def pixel_transform(spec: InputSpec, resize: str = "pad") -> Callable[[Image.Ima
     return T.Compose(steps)
 
 
+def uint8_transform(spec: InputSpec, resize: str = "pad") -> Callable[[Image.Image], Any]:
+    """``eval_transform``'s geometry ending in a uint8 tensor ``[C, H, W]``: what DataLoader workers
+    send (a quarter of the bytes of floats, as timm's prefetching loader does);
+    :func:`to_model_input` finishes the batch on its device."""
+    from timm.data.transforms import MaybePILToTensor
+    from torchvision import transforms as T
+
+    steps = [t for t in eval_transform(spec, resize).transforms
+             if not isinstance(t, T.Normalize) and "ToTensor" not in type(t).__name__]
+    return T.Compose(steps + [MaybePILToTensor()])
+
+
+def to_model_input(x: "torch.Tensor", spec: InputSpec, pixel: bool = False) -> "torch.Tensor":
+    """uint8 images ``[B, C, H, W]`` (:func:`uint8_transform`) -> the model's input, the same bits as
+    ``eval_transform`` gives (ToTensor's ``/ 255``, then Normalize's arithmetic); ``pixel``: the [0, 1]
+    images of ``pixel_transform``."""
+    import torch
+
+    x = x.to(torch.get_default_dtype()).div(255)
+    return x if pixel else normalize(x, spec)
+
+
 def normalize(x: "torch.Tensor", spec: InputSpec) -> "torch.Tensor":
     """[0, 1] images ``[B, C, H, W]`` -> the model's input, as torchvision's Normalize computes it."""
     import torch

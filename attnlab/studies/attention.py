@@ -186,7 +186,7 @@ def measure_attention(
                 for a in mine:
                     stack.enter_context(a)
                 batches = stack.enter_context(closing(selection.batches(  # closed (its workers stopped) on error
-                    spec, batch_size, workers=workers, world=world, pin_memory=dev.type == "cuda")))
+                    spec, batch_size, workers=workers, world=world, pin_memory=dev.type == "cuda", device=dev)))
                 for batch in batches:
                     for a in mine:
                         a.update(batch)

@@ -237,21 +237,32 @@ class ImageSelection:
         return ds.with_transform(pixel_transform(spec) if pixel else eval_transform(spec))
 
     def batches(self, spec: InputSpec, batch_size: int, *, pixel: bool = False, workers: int = 0,
-                world: Optional["World"] = None, pin_memory: bool = False) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """``(images, labels)`` batches in a fixed order (labels -1 for loose files).
+                world: Optional["World"] = None, pin_memory: bool = False,
+                device: Optional[torch.device] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(images, labels)`` batches in a fixed order (labels -1 for loose files), the same values
+        as :meth:`open` gives image by image.
 
         ``workers`` processes decode the images (a torch DataLoader; 0: this process): the
         batches are the same for any number. ``world`` (``attnlab.studies.sharding``) takes
         this rank's share only: a contiguous run of the same batches one process would make.
+        The images travel as uint8 and become floats on ``device`` (default: here), a quarter
+        of the bytes through the workers' shared memory and to the GPU.
         """
+        from ..data.transforms import to_model_input, uint8_transform
         from ..data.workers import drain
         from .sharding import World
 
-        ds = self.open(spec, pixel=pixel)
+        ds = self.dataset_for(spec.channels).with_transform(uint8_transform(spec))
         plan = (world or World()).batches(len(ds), check_batch_size(batch_size))
         loader = torch.utils.data.DataLoader(ds, batch_sampler=plan, num_workers=min(check_workers(workers), len(plan)),
                                              pin_memory=pin_memory)
-        yield from drain(loader)  # a worker's error as its one line; workers stopped when we stop
+        batches = drain(loader)  # a worker's error as its one line
+        try:
+            for x, y in batches:
+                x = x if device is None else x.to(device, non_blocking=True)
+                yield to_model_input(x, spec, pixel), y
+        finally:
+            batches.close()  # workers stopped when we stop
 
     def stacked(self, spec: InputSpec, *, pixel: bool = False, workers: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
         """All selected images as one ``[n, C, H, W]`` tensor and their labels (for small selections)."""

@@ -180,7 +180,7 @@ def evaluate_checkpoint(
         if len(ds) == 0:
             raise AttnlabError(f"{ds.name}/{split} holds no images")
         with closing(images.batches(spec.input, batch_size, workers=workers, world=world,
-                                    pin_memory=dev.type == "cuda")) as batches:  # closed (workers stopped) on error
+                                    pin_memory=dev.type == "cuda", device=dev)) as batches:  # closed (workers stopped) on error
             result = evaluate_batches(net, batches, list(ds.classes), dev)
         result.model = loaded.label
         return result, spec

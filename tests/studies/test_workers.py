@@ -43,6 +43,22 @@ def test_batches_are_the_same_for_any_number_of_workers(pngs):
     assert torch.equal(x0, x2) and torch.equal(y0, y2) and x0.shape == (7, 3, 32, 32) and (y0 == -1).all()
 
 
+@pytest.mark.parametrize("spec", [SPEC, InputSpec(size=(48, 40), channels=1, mean=(0.3,), std=(0.2,),
+                                                  interpolation="bicubic", crop_pct=0.875)])
+def test_batches_travel_as_uint8_and_give_the_bits_of_the_float_transform(pngs, spec):
+    """Workers send uint8; the floats made from them on arrival equal eval_transform's (and
+    pixel_transform's) image by image, grey and colour, padded or resized."""
+    selection = ImageSelection(images=[pngs])
+    for pixel in (False, True):
+        ds = selection.open(spec, pixel=pixel)
+        expected = torch.stack([ds[i][0] for i in range(len(ds))])
+        got, _ = selection.stacked(spec, pixel=pixel, workers=2)
+        assert got.dtype == expected.dtype == torch.float32 and torch.equal(got, expected)
+    from attnlab.data import uint8_transform
+
+    assert uint8_transform(spec)(Image.open(pngs / "0.png")).dtype == torch.uint8
+
+
 def test_a_study_gives_the_same_frame_with_and_without_workers(pngs):
     torch.manual_seed(0)
     net = create_model("vit_micro_patch4_32").eval()

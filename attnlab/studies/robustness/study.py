@@ -207,7 +207,7 @@ def measure_robustness(
                                               progress=progress_factory(m.label, n) if progress_factory else None)
                 runs[m.label].skip(world.batches_before(total, batch_size), batch_size)  # the draws of earlier ranks
             with closing(selection.batches(spec, batch_size, pixel=True, workers=workers, world=world,
-                                           pin_memory=dev.type == "cuda")) as batches:  # closed at once on error
+                                           pin_memory=dev.type == "cuda", device=dev)) as batches:  # closed at once on error
                 for batch, batch_labels in batches:  # decoded once per group
                     for m in group:
                         runs[m.label].update(batch, batch_labels)
