@@ -490,7 +490,7 @@ def test_globality_on_random_maps_matches_pairwise_loop(dtype):
     for scratch in (None, torch.full_like(a[..., 1:, 1:], math.nan)):
         sums = pair_sums(a[..., 1:, 1:], layout, tuple(radii), out=scratch)
         assert sums.shape == (2, 3, gh * gw, 1 + n_rings)
-        assert torch.allclose(sums[..., 0].double(), (block * px).sum(-1), atol=tol * 100)
+        assert sums.dtype == dtype and torch.allclose(sums[..., 0].double(), (block * px).sum(-1), atol=tol * 100)
         assert torch.allclose(sums[..., 1:], by_scatter, atol=tol)
 
 

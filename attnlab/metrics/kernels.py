@@ -220,11 +220,13 @@ def _pair_table(layout: TokenLayout, radii: Tuple[float, ...], dtype: torch.dtyp
 def pair_sums(block: Tensor, layout: TokenLayout, radii: Tuple[float, ...], out: Optional[Tensor] = None) -> Tensor:
     """``[B, H, G, 1 + U + 1]`` per patch query: ``sum_j A_ij d_ij`` (pixels), then the mass on
     each distance ring ``sum_j A_ij [ring_ij = k]`` (:func:`distance_rings`; the rings add up to
-    the patch mass ``sum_j A_ij``), of a patch block ``[B, H, G, G]``.
+    the patch mass ``sum_j A_ij``), of a patch block ``[B, H, G, G]``, in its dtype.
 
     One batched product over queries against a table made once per layout, instead of a pass over
-    the map per quantity; deterministic on every device (no atomics). ``out``: scratch shaped like
-    ``block`` for the queries-first copy the product needs."""
+    the map per quantity; deterministic on every device (no atomics). BLAS blocks the product by
+    the batch's size, so in float32 an image's sums can differ in the last bits (about 1e-7
+    relative) with the batch it came in. ``out``: scratch shaped like ``block`` for the
+    queries-first copy the product needs."""
     b, h, g, _ = block.shape
     table = _pair_table(layout, tuple(radii), block.dtype, str(block.device))         # [G_q, C, G_k]
     x = torch.empty(g, b, h, g, dtype=block.dtype, device=block.device) if out is None \
