@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 from contextlib import ExitStack, contextmanager
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn

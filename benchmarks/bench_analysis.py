@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import resource
 import subprocess
 import sys
 
@@ -25,7 +24,7 @@ from timing import add_clock_options, best_of, setup_clock
 import attnlab  # noqa: F401  (registers the families)
 from attnlab.studies.stream import analyse_attention
 from attnlab.layout import TokenLayout
-from attnlab.metrics import (attention_entropy, globality_curve, mean_attention_distance, nonlocality,
+from attnlab.metrics import (globality_curve, mean_attention_distance, nonlocality,
                              prefix_mass)
 from attnlab.models import create_model
 from attnlab.studies.attention import ENTROPY_METRICS, GLOBALITY_METRICS

@@ -194,7 +194,7 @@ def main() -> None:
         for fam, name in names.items():
             times[fam].append(step_time(name, args.batch_size, args.step_repeats))
     med = {fam: statistics.median(v) for fam, v in times.items()}
-    print(f"    per-step ms: " + ", ".join(f"{fam} {1000 * t:.1f}" for fam, t in med.items()))
+    print("    per-step ms: " + ", ".join(f"{fam} {1000 * t:.1f}" for fam, t in med.items()))
     print(f"(b) per-step time ReViT / ViT ({args.size}): {med['revit'] / med['vit']:.3f}x  (target <= 1.25x)")
     print(f"    per-step time CB / ViT ({args.size}):    {med['vit_cb'] / med['vit']:.3f}x  (target <= 1.05x)")
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from ..data.workers import default_workers, drain, stop_workers
+from ..data.workers import drain, stop_workers
 from ..spec import InputSpec
 from .augment import TensorAugment, batch_erasing
 from .config import TrainConfig

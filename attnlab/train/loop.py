@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ..data.workers import default_workers
 from ..errors import AttnlabError, plural
 from .accel import amp_name, autocast_dtype, autocast_forward, compile_model, fused_adamw, grad_scaler
 from .config import AUTO, TrainConfig
@@ -39,7 +40,7 @@ from .optim import build_optimizer, build_scheduler
 from .plan import build_model, load_eval_split, plan_batches
 from .progress import StepProgress
 from .recipe import apply_recipe
-from .loader import (MemoryBatches, StreamBatches, default_workers, memory_budget_bytes, memory_eval_batches, plan_data,
+from .loader import (MemoryBatches, StreamBatches, memory_budget_bytes, memory_eval_batches, plan_data,
                      stream_eval_batches, stream_transform)
 from .records import EpochTally, TrainResult, alpha_value, epoch_line, epoch_row, metrics_csv
 from .run_folder import check_new_run, check_same_run, resumable_state
