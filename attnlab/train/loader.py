@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import os
-import random
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
@@ -36,7 +35,7 @@ from .augment import TensorAugment, batch_erasing
 from .config import TrainConfig
 from .data import TensorData, normalize_uint8
 from .distributed import shard
-from .state import derive_seeds, epoch_permutation, seed_step
+from .state import epoch_permutation, seed_rngs, seed_step
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 Key = Tuple[int, int, int]  # (dataset index, epoch, position in the epoch's order)
@@ -178,10 +177,7 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: Key) -> Tuple[torch.Tensor, int]:
         index, epoch, position = key
-        t, n, p = derive_seeds(self.seed, _SAMPLE_TAG, epoch, position)
-        torch.random.default_generator.manual_seed(t)  # CPU only: the transforms run on the CPU
-        np.random.seed(n)
-        random.seed(p)
+        seed_rngs(self.seed, _SAMPLE_TAG, epoch, position)  # CPU only: the transforms run on the CPU
         ds = self.dataset
         image = ds.load_image(index) if hasattr(ds, "load_image") else ds[index][0]
         return self.transform(image), int(self.targets[index])
@@ -189,10 +185,7 @@ class SeededSamples(Dataset):
 
 def _seed_worker(seed: int, worker_id: int) -> None:
     """Seed a worker's RNGs for anything drawn outside a sample (each sample reseeds them)."""
-    t, n, p = derive_seeds(seed, _WORKER_TAG, worker_id)
-    torch.random.default_generator.manual_seed(t)
-    np.random.seed(n)
-    random.seed(p)
+    seed_rngs(seed, _WORKER_TAG, worker_id)
 
 
 def data_loader(dataset: Dataset, workers: int, pin_memory: bool, seed: int, persistent: bool,

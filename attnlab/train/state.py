@@ -42,12 +42,19 @@ def derive_seeds(*key: int) -> Tuple[int, int, int]:
 _STEP_TAG, _EPOCH_TAG = 1, 2
 
 
-def seed_step(seed: int, epoch: int, step: int, rank: int, generator: torch.Generator) -> None:
-    """Seed every RNG a training step uses from (seed, epoch, step, rank)."""
-    t, n, p = derive_seeds(seed, _STEP_TAG, epoch, step, rank)
-    torch.manual_seed(t)            # drop-path, dropout (CPU and every CUDA device)
+def seed_rngs(*key: int, devices: bool = False) -> int:
+    """Seed torch's CPU RNG (every device's too with ``devices``), numpy's and Python's from
+    ``derive_seeds(*key)``; returns the torch seed."""
+    t, n, p = derive_seeds(*key)
+    (torch.manual_seed if devices else torch.random.default_generator.manual_seed)(t)
     np.random.seed(n)               # timm's Mixup draws lambda with numpy
     random.seed(p)
+    return t
+
+
+def seed_step(seed: int, epoch: int, step: int, rank: int, generator: torch.Generator) -> None:
+    """Seed every RNG a training step uses from (seed, epoch, step, rank)."""
+    t = seed_rngs(seed, _STEP_TAG, epoch, step, rank, devices=True)  # drop-path, dropout: CPU and every GPU
     generator.manual_seed(t ^ 0x5DEECE66D)  # the augmentation generator
 
 
