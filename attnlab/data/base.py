@@ -25,6 +25,11 @@ from ..paths import PathLike
 Transform = Optional[Callable[[Any], Any]]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+
+
+def is_image_name(path: str) -> bool:
+    """Whether a file name (or path) has one of the image extensions, case-insensitive."""
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 MODES = {1: "L", 3: "RGB"}
 
 

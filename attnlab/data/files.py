@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from ..errors import AttnlabError
-from .base import IMAGE_EXTENSIONS, FileDataset, PathLike, build_file_dataset
+from .base import IMAGE_EXTENSIONS, FileDataset, PathLike, build_file_dataset, is_image_name
 
 UNLABELLED = -1
 
@@ -29,7 +29,7 @@ def load_image_files(
         if not p.exists():
             raise AttnlabError(f"image path not found: {p}")
         if p.is_file():
-            if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            if not is_image_name(p.name):
                 raise AttnlabError(f"{p} is not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)})")
             items.append((str(p), UNLABELLED))
             continue
@@ -38,7 +38,7 @@ def load_image_files(
             for f in sorted(filenames):
                 if f.startswith("."):
                     continue
-                target = items if Path(f).suffix.lower() in IMAGE_EXTENSIONS else None
+                target = items if is_image_name(f) else None
                 if target is None:
                     ignored.append(os.path.join(dirpath, f))
                 else:

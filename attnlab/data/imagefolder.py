@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from ..errors import AttnlabError
-from .base import IMAGE_EXTENSIONS, FileDataset, PathLike, build_file_dataset, describe_dir
+from .base import IMAGE_EXTENSIONS, FileDataset, PathLike, build_file_dataset, describe_dir, is_image_name
 
 KNOWN_SPLITS = ("train", "val", "valid", "validation", "test")
 
@@ -31,10 +31,6 @@ def _walk(folder: Path) -> List[str]:
         out += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
     return out
 
-
-def is_image_name(path: str) -> bool:
-    """Whether a file name has one of the image extensions (case-insensitive)."""
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
 def load_imagefolder(

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import AttnlabError, one_line, plural
-from .base import IMAGE_EXTENSIONS, ImageDataset, PathLike, build_file_dataset, cache_dir, describe_dir
-from .imagefolder import _subdirs, _walk, is_image_name
+from .base import ImageDataset, PathLike, build_file_dataset, cache_dir, describe_dir, is_image_name
+from .imagefolder import _subdirs, _walk
 from .shards import VAL_NAMES, build_shard_dataset, find_shards, read_synset_mapping, split_names
 
 SPLITS = ("train", "val")
@@ -237,7 +237,7 @@ def load_imagenet(
     else:
         wnids, source = [], str(split_dir)  # from the split itself, below
     folders = _subdirs(split_dir)
-    files = [p for p in sorted(split_dir.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    files = [p for p in sorted(split_dir.iterdir()) if p.is_file() and is_image_name(p.name)]
     if folders:
         wnids = wnids or folders
         index = {w: i for i, w in enumerate(wnids)}
