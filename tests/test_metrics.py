@@ -487,8 +487,11 @@ def test_globality_on_random_maps_matches_pairwise_loop(dtype):
     from attnlab.metrics.kernels import pair_sums
 
     px = torch.tensor([[math.dist(p, q) * 8 for q in pts] for p in pts], dtype=torch.float64)
-    for scratch in (None, torch.full_like(a[..., 1:, 1:], math.nan)):
-        sums = pair_sums(a[..., 1:, 1:], layout, tuple(radii), out=scratch)
+    # a block sliced out of the map (read in place), a contiguous copy and a transposed copy (strides BLAS
+    # cannot take: copied first) all give the same sums
+    sliced = a[..., 1:, 1:]
+    for b in (sliced, sliced.contiguous(), sliced.transpose(0, 1).contiguous().transpose(0, 1)):
+        sums = pair_sums(b, layout, tuple(radii))
         assert sums.shape == (2, 3, gh * gw, 1 + n_rings)
         assert sums.dtype == dtype and torch.allclose(sums[..., 0].double(), (block * px).sum(-1), atol=tol * 100)
         assert torch.allclose(sums[..., 1:], by_scatter, atol=tol)

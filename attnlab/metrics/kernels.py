@@ -217,7 +217,7 @@ def _pair_table(layout: TokenLayout, radii: Tuple[float, ...], dtype: torch.dtyp
     return table.transpose(1, 2).contiguous().to(device=device, dtype=dtype)
 
 
-def pair_sums(block: Tensor, layout: TokenLayout, radii: Tuple[float, ...], out: Optional[Tensor] = None) -> Tensor:
+def pair_sums(block: Tensor, layout: TokenLayout, radii: Tuple[float, ...]) -> Tensor:
     """``[B, H, G, 1 + U + 1]`` per patch query: ``sum_j A_ij d_ij`` (pixels), then the mass on
     each distance ring ``sum_j A_ij [ring_ij = k]`` (:func:`distance_rings`; the rings add up to
     the patch mass ``sum_j A_ij``), of a patch block ``[B, H, G, G]``, in its dtype.
@@ -225,15 +225,14 @@ def pair_sums(block: Tensor, layout: TokenLayout, radii: Tuple[float, ...], out:
     One batched product over queries against a table made once per layout, instead of a pass over
     the map per quantity; deterministic on every device (no atomics). BLAS blocks the product by
     the batch's size, so in float32 an image's sums can differ in the last bits (about 1e-7
-    relative) with the batch it came in. ``out``: scratch shaped like ``block`` for the
-    queries-first copy the product needs."""
+    relative) with the batch it came in."""
     b, h, g, _ = block.shape
     table = _pair_table(layout, tuple(radii), block.dtype, str(block.device))         # [G_q, C, G_k]
-    x = torch.empty(g, b, h, g, dtype=block.dtype, device=block.device) if out is None \
-        else out.view(g, b, h, g)
-    x.copy_(block.permute(2, 0, 1, 3))                                                 # [G_q, B, H, G_k]
+    # Queries first, read where they lie: a block sliced out of a map (or a whole map) has images
+    # and heads on one stride, so this is a view and BLAS reads the map in place (no copy).
+    x = block.permute(2, 0, 1, 3).reshape(g, b * h, g)                                # [G_q, B * H, G_k]
     # table @ x^T per query: the wide side (B * H) last, which BLAS runs several times faster
-    sums = torch.bmm(table, x.view(g, b * h, g).transpose(1, 2))                       # [G_q, C, B * H]
+    sums = torch.bmm(table, x.transpose(1, 2))                                         # [G_q, C, B * H]
     return sums.view(g, -1, b, h).permute(2, 3, 0, 1).contiguous()                     # small: C numbers a query
 
 

@@ -215,7 +215,7 @@ class AttentionStats:
         if want & {"mad_px", "mad_px_raw", "globality"}:
             # one product for every distance metric: per query sum_j A_ij d_ij and the mass per ring
             block = a[..., p:, p:]
-            sums = pair_sums(block, layout, self._radii, out=self._scratch.like(block))   # [B, H, G, 1 + U + 1]
+            sums = pair_sums(block, layout, self._radii)                     # [B, H, G, 1 + U + 1]
             weighted_px, by_ring = sums[..., 0], sums[..., 1:]
             if "mad_px" in want:
                 values["mad_px"] = renorm_rows(weighted_px, by_ring.sum(-1)).mean(-1)

@@ -38,6 +38,11 @@ TOKEN_METRICS = ("token_cosine", "effective_rank") + NORM_METRICS + ("high_norm_
 Progress = Optional[Callable[[int], None]]
 
 
+class _Measured(Exception):
+    """Raised by the sink once the last hook point of a forward pass is measured: the rest of the
+    pass (the last block's remaining work, the final norm and the head) would feed nothing."""
+
+
 @dataclass
 class AttentionAnalysis:
     """What one model's attention measured: the tidy rows and how many images fed them."""
@@ -81,6 +86,10 @@ class AttentionAnalyser:
         self._block_input = "high_norm_mass" in chosen  # block 0's input: the outliers layer 0 reads
         self.n_images = 0
         self._stack: Optional[ExitStack] = None
+        # Early stop: the first batch runs the whole pass and records the order the points fire in;
+        # when each fired exactly once, later passes stop after the last of them.
+        self._fired: Optional[List[str]] = []
+        self._last_point: Optional[str] = None
 
     @property
     def layout(self) -> Optional[TokenLayout]:
@@ -88,6 +97,13 @@ class AttentionAnalyser:
         return self.router.layout
 
     def _sink(self, name: str, t: torch.Tensor) -> None:
+        self._measure(name, t)
+        if self._fired is not None:
+            self._fired.append(name)
+        elif name == self._last_point:
+            raise _Measured
+
+    def _measure(self, name: str, t: torch.Tensor) -> None:
         layer, role = self.router.route(name)
         if role in (GRID, GEOMETRIC):
             self.applied.update(name, t)
@@ -127,7 +143,14 @@ class AttentionAnalyser:
         x = x.to(self.device, non_blocking=True)
         self.router.start(tuple(x.shape[-2:]))
         with torch.inference_mode():
-            checked_forward(self.model, x, self.label)
+            try:
+                checked_forward(self.model, x, self.label)
+            except _Measured:
+                pass
+        if self._fired is not None:  # the first pass: stop later ones after its last point, if it is unambiguous
+            if self._fired and len(set(self._fired)) == len(self._fired) == len(self.points):
+                self._last_point = self._fired[-1]
+            self._fired = None
         self.n_images += x.shape[0]
 
     def merge(self, world: "World") -> None:
