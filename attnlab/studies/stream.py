@@ -61,7 +61,8 @@ class AttentionAnalyser:
     The feature-diversity and high-norm ones capture block outputs; ``high_norm_mass`` also
     the first block's input (layer l's attention is measured on the outliers of its input).
     Use it as a context manager: the hooks are in place inside the block only, and the
-    model is restored even on error.
+    model is restored even on error. Passes after the first stop once their last hook point is
+    measured (what follows it, the head included, feeds nothing here), so ``update`` returns no logits.
     """
 
     def __init__(self, model: nn.Module, *, label: str, checkpoint: str, arch: str = "",
