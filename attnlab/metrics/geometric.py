@@ -15,6 +15,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from ..geometry import LayerGeometry
+from .kernels import query_products
 
 
 def mean_distance(attn: torch.Tensor, geometry: LayerGeometry) -> torch.Tensor:
@@ -78,8 +79,9 @@ def key_sums(attn: torch.Tensor, geometry: LayerGeometry, radii=()) -> torch.Ten
     ``sum_j A_ij``, the distance ``sum_j A_ij d_ij`` (px) and, per radius r (in the layer's
     token units), ``sum_j A_ij [d_ij > r]``, of maps ``[B * windows, heads, Nq, Nk]``.
 
-    One batched matrix product against a ``[W, Nq, Nk, 2 + R]`` table made once per geometry
-    (the terms depend on positions only), instead of a pass over the maps per quantity."""
+    One batched product (:func:`~.kernels.query_products`, as the grid layers' ``pair_sums``)
+    against a table of each query's ``2 + R`` key weights made once per geometry (the terms
+    depend on positions only), instead of a pass over the maps per quantity."""
     nw = geometry.windows
     b, heads, nq, nk = attn.shape[0] // nw, *attn.shape[1:]
     cache = geometry.__dict__.setdefault("_terms", {})  # not a field: equality and hashing ignore it
@@ -89,10 +91,11 @@ def key_sums(attn: torch.Tensor, geometry: LayerGeometry, radii=()) -> torch.Ten
         present = keys[:, None, :, None].double().expand(*d.shape, 1)             # [W, Nq, Nk, 1]
         r = torch.as_tensor([float(v) for v in radii], dtype=torch.float64, device=attn.device)
         beyond = (d[..., None] > r * geometry.unit_px).double() * present        # [W, Nq, Nk, R]
-        cache[key] = torch.cat([present, d[..., None] * present, beyond], -1).reshape(nw * nq, nk, -1)
+        table = torch.cat([present, d[..., None] * present, beyond], -1).reshape(nw * nq, nk, -1)
+        cache[key] = table.transpose(1, 2).contiguous()                            # [W * Nq, 2 + R, Nk]
     a = attn.double().reshape(b, nw, heads, nq, nk).permute(1, 3, 0, 2, 4).reshape(nw * nq, b * heads, nk)
-    out = torch.bmm(a, cache[key])                                                 # [W * Nq, B * H, 2 + R]
-    return out.reshape(nw, nq, b, heads, -1).permute(2, 0, 3, 1, 4)
+    out = query_products(a, cache[key])                                            # [W * Nq, 2 + R, B * H]
+    return out.reshape(nw, nq, -1, b, heads).permute(3, 0, 4, 1, 2)
 
 
 def per_image(attn: torch.Tensor, geometry: LayerGeometry, scores: Optional[torch.Tensor] = None,

@@ -36,6 +36,7 @@ __all__ = [
     "pair_sums",
     "patch_distances",
     "prefix_mass_core",
+    "query_products",
     "renorm_rows",
     "ring_mass",
     "row_entropy",
@@ -217,6 +218,15 @@ def _pair_table(layout: TokenLayout, radii: Tuple[float, ...], dtype: torch.dtyp
     return table.transpose(1, 2).contiguous().to(device=device, dtype=dtype)
 
 
+def query_products(rows: Tensor, table: Tensor) -> Tensor:
+    """``[Q, C, M]``: for each query ``q``, ``table[q] @ rows[q]^T``, of ``M`` attention rows
+    ``[Q, M, K]`` (every image and head's row of that query) against the query's own table
+    ``[Q, C, K]`` (C weights per key). The per-geometry distance metrics are all such products:
+    the wide side (``M`` = images x heads) last, which BLAS runs several times faster than
+    ``rows @ table^T``; ``rows`` may be a strided view of the maps (read in place)."""
+    return torch.bmm(table, rows.transpose(1, 2))
+
+
 def pair_sums(block: Tensor, layout: TokenLayout, radii: Tuple[float, ...]) -> Tensor:
     """``[B, H, G, 1 + U + 1]`` per patch query: ``sum_j A_ij d_ij`` (pixels), then the mass on
     each distance ring ``sum_j A_ij [ring_ij = k]`` (:func:`distance_rings`; the rings add up to
@@ -231,8 +241,7 @@ def pair_sums(block: Tensor, layout: TokenLayout, radii: Tuple[float, ...]) -> T
     # Queries first, read where they lie: a block sliced out of a map (or a whole map) has images
     # and heads on one stride, so this is a view and BLAS reads the map in place (no copy).
     x = block.permute(2, 0, 1, 3).reshape(g, b * h, g)                                # [G_q, B * H, G_k]
-    # table @ x^T per query: the wide side (B * H) last, which BLAS runs several times faster
-    sums = torch.bmm(table, x.transpose(1, 2))                                         # [G_q, C, B * H]
+    sums = query_products(x, table)                                                    # [G_q, C, B * H]
     return sums.view(g, -1, b, h).permute(2, 3, 0, 1).contiguous()                     # small: C numbers a query
 
 
