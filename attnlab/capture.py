@@ -32,6 +32,7 @@ from .adapters import timm_vit
 from .adapters.base import REAL_SOFTMAX
 from .errors import AttnlabError
 from .layout import TokenLayout
+from .models.residual import Workspace
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
 Sink = Callable[[str, torch.Tensor], None]
@@ -98,11 +99,15 @@ def layer_of(model: nn.Module) -> Dict[str, int]:
 
 
 @contextmanager
-def hooks(model: nn.Module, names_filter: NamesFilter, sink: Sink, detach: bool = True) -> Iterator[List[str]]:
+def hooks(model: nn.Module, names_filter: NamesFilter, sink: Sink, detach: bool = True,
+          transient: bool = False) -> Iterator[List[str]]:
     """Within the context, every forward pass sends the requested hook points to ``sink(name, tensor)``.
 
     Yields the names that will be produced. Adapters' patches and hooks are removed on exit,
     even on error. Raises if the filter matches nothing (a capture never comes back empty).
+    ``transient``: the sink is done with each tensor when it returns (it keeps no reference or
+    view), so attention layers that can may write every layer's maps into one kept storage
+    (``models.residual.Workspace``) instead of allocating them afresh; the values are the same.
     """
     match = _match(names_filter)
     available = hook_point_names(model)
@@ -114,6 +119,7 @@ def hooks(model: nn.Module, names_filter: NamesFilter, sink: Sink, detach: bool 
     def emit(name: str, tensor: torch.Tensor) -> None:
         sink(name, tensor.detach() if detach else tensor)
 
+    workspace = Workspace() if transient else None
     with ExitStack() as stack:
         for f in _found(model):
             prefix = f"{f.path}."
@@ -125,6 +131,7 @@ def hooks(model: nn.Module, names_filter: NamesFilter, sink: Sink, detach: bool 
                     if kind == "scores" and "own_pattern" in points:  # the real softmax, even while one is observed
                         emit(prefix + "own_pattern", REAL_SOFTMAX(t, dim=-1))
 
+                observe.workspace = workspace  # adapters that can reuse storage read it (None: allocate)
                 f.adapter.install(f.module, observe, stack)
             name = f"{f.block}.resid_post"
             if name in wanted_set and f.block_module is not f.module:

@@ -137,3 +137,33 @@ def test_capture_keeps_gradients_when_asked():
     out, cache = run_with_cache(model, x, "blocks.5.attn.pattern", detach=False)
     cache["blocks.5.attn.pattern"].sum().backward()
     assert model.blocks[5].attn.qkv.weight.grad is not None
+
+
+@pytest.mark.parametrize("name", ["vit_micro_patch4_32", "revit_micro_patch4_32"])
+def test_a_transient_sink_sees_the_same_maps_in_one_kept_storage(name):
+    from attnlab.capture import hooks
+    from attnlab.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected_out, cache = run_with_cache(model, x, ["*.attn.pattern", "*.attn.scores"])
+        seen, where, alive = {}, {}, []
+
+        def sink(point, t):
+            # holding each storage stops the allocator handing a freed block out again, so equal
+            # addresses below mean one kept storage, not a coincidence
+            seen[point], where[point] = t.clone(), t.data_ptr()
+            alive.append(t.untyped_storage())
+
+        with hooks(model, ["*.attn.pattern", "*.attn.scores"], sink, transient=True):
+            for _ in range(2):  # the storage is kept across passes too
+                out = model(x)
+    assert torch.equal(out, expected_out) and seen.keys() == cache.keys()
+    assert all(torch.equal(seen[k], cache[k]) for k in cache)  # bit for bit
+    patterns = {where[k] for k in where if k.endswith(".pattern")}
+    assert len(patterns) == 1  # every layer's pattern in one storage
+    scores = {where[k] for k in where if k.endswith(".scores")}
+    # timm's Attention discards its logits, so they reuse storage too; ReViT passes them on: never the kept one
+    assert len(scores) == 1 if name.startswith("vit") else not scores & patterns

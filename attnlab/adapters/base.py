@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 Observe = Callable[[str, torch.Tensor], None]
+# An Observe may carry ``.workspace`` (``models.residual.Workspace``, or None): set when its sink
+# keeps nothing, so a patch may write each layer's maps into that kept storage.
 
 REAL_SOFTMAX = torch.Tensor.softmax  # the real one, even while observed_softmax stands in for it
 

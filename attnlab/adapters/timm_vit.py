@@ -25,14 +25,16 @@ def _patch(attn: nn.Module, observe: Observe, stack: ExitStack) -> None:
 
     had = "forward" in attn.__dict__
     original = attn.__dict__.get("forward")
+    workspace = getattr(observe, "workspace", None)  # set when the observer keeps nothing (capture.hooks)
     if isinstance(attn, ResidualAttention):
         def forward(x, residual=None, alpha=None, attn_mask=None):  # noqa: ANN001, ANN202
-            return explicit_attention(attn, x, residual, alpha, attn_mask, observe=observe)
+            return explicit_attention(attn, x, residual, alpha, attn_mask, observe=observe, workspace=workspace)
     else:
         def forward(x, attn_mask=None, is_causal=False):  # noqa: ANN001, ANN202
             if is_causal:
                 raise NotImplementedError("attnlab does not capture causal attention")
-            return explicit_attention(attn, x, None, None, attn_mask, observe=observe)[0]
+            return explicit_attention(attn, x, None, None, attn_mask, observe=observe, workspace=workspace,
+                                      keep_logits=False)[0]  # timm's Attention returns no logits
     attn.forward = forward
 
     def restore() -> None:

@@ -20,6 +20,7 @@ is one fused ``torch.lerp`` on the logits, without extra copies.
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, Callable, List, Optional, Tuple, Union
 
@@ -36,6 +37,29 @@ from .broadcast import ContextBroadcast, check_placement, mlp_branch
 Observer = Callable[[str, torch.Tensor], None]
 
 
+class Workspace:
+    """Storage for the attention maps of passes whose observer keeps none of them.
+
+    A map-sized tensor allocated afresh in every layer of every batch costs more than the
+    arithmetic on it once maps are large (1,370 tokens: 90 MB an image): the CPU allocator
+    returns such blocks to the system and takes them back, zeroing pages each time. With a
+    workspace, each layer writes its logits and its pattern into the same kept storage; only
+    an observer that is done with a tensor when it returns may be given one (``capture.hooks``'s
+    ``transient``).
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict = {}
+
+    def tensor(self, role: str, shape: Tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised ``shape`` tensor of ``like``'s dtype and device over ``role``'s kept storage."""
+        numel = math.prod(shape)
+        kept = self._kept.get(role)
+        if kept is None or kept.numel() < numel or kept.dtype != like.dtype or kept.device != like.device:
+            kept = self._kept[role] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return kept[:numel].view(shape)
+
+
 def explicit_attention(
     attn: Attention,
     x: torch.Tensor,
@@ -43,6 +67,8 @@ def explicit_attention(
     alpha: Optional[torch.Tensor | float] = None,
     attn_mask: Optional[torch.Tensor] = None,
     observe: Optional[Observer] = None,
+    workspace: Optional[Workspace] = None,
+    keep_logits: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """timm's multi-head self-attention with the logits materialised.
 
@@ -51,7 +77,9 @@ def explicit_attention(
     ``logits`` is what a residual block passes on (R_l, or S_l without a residual).
     ``observe(name, tensor)``, when given, sees ``"scores"`` (the layer's own S_l),
     ``"mixed_scores"`` (R_l; equal to S_l without a residual) and ``"pattern"`` (the applied
-    attention, before attention dropout).
+    attention, before attention dropout). With a ``workspace`` (an observer that keeps nothing) the
+    pattern, and the logits unless ``keep_logits`` (a residual block passes them on), are written
+    into its kept storage: the same values, without fresh map-sized allocations.
     """
     B, N, _ = x.shape
     gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
@@ -59,7 +87,10 @@ def explicit_attention(
     q, k, v = qkv.unbind(0)
     q, k = attn.q_norm(q), attn.k_norm(k)
 
-    logits = (q * attn.scale) @ k.transpose(-2, -1)              # S_l
+    shape = (B, attn.num_heads, N, N)
+    reuse = workspace is not None and not keep_logits
+    logits = torch.matmul(q * attn.scale, k.transpose(-2, -1),   # S_l
+                          out=workspace.tensor("logits", shape, q) if reuse else None)
     if observe is not None:
         observe("scores", logits)
     if residual is not None:
@@ -69,7 +100,8 @@ def explicit_attention(
     if observe is not None:
         observe("mixed_scores", logits)                          # R_l (R_1 = S_1)
     scores = logits if attn_mask is None else logits + attn_mask
-    pattern = scores.softmax(dim=-1)
+    pattern = scores.softmax(dim=-1) if workspace is None else \
+        torch.softmax(scores, dim=-1, out=workspace.tensor("pattern", shape, scores))
     if observe is not None:
         observe("pattern", pattern)
     x = attn.attn_drop(pattern) @ v

@@ -122,7 +122,8 @@ class AttentionAnalyser:
 
     def __enter__(self) -> "AttentionAnalyser":
         self._stack = ExitStack()
-        self._stack.enter_context(hooks(self.model, self.points, self._sink))
+        # transient: every map is measured before the sink returns, and none is kept
+        self._stack.enter_context(hooks(self.model, self.points, self._sink, transient=True))
         self.router.watch(self._stack)
         if self._block_input:
             first, block, _ = attention_layers(self.model)[0]
