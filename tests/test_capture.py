@@ -167,3 +167,7 @@ def test_a_transient_sink_sees_the_same_maps_in_one_kept_storage(name):
     scores = {where[k] for k in where if k.endswith(".scores")}
     # timm's Attention discards its logits, so they reuse storage too; ReViT passes them on: never the kept one
     assert len(scores) == 1 if name.startswith("vit") else not scores & patterns
+    # with gradients the maps are allocated as usual, and gradients flow
+    with hooks(model, "*.attn.pattern", lambda point, t: None, detach=False, transient=True):
+        model(x).sum().backward()
+    assert model.blocks[0].attn.qkv.weight.grad is not None

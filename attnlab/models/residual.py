@@ -87,6 +87,8 @@ def explicit_attention(
     q, k, v = qkv.unbind(0)
     q, k = attn.q_norm(q), attn.k_norm(k)
 
+    if workspace is not None and torch.is_grad_enabled():
+        workspace = None  # written-into storage has no autograd history: only passes without gradients
     shape = (B, attn.num_heads, N, N)
     reuse = workspace is not None and not keep_logits
     logits = torch.matmul(q * attn.scale, k.transpose(-2, -1),   # S_l
