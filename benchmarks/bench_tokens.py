@@ -18,7 +18,7 @@ import argparse
 from functools import partial
 
 import torch
-from timing import add_clock_options, best_of, setup_clock
+from timing import add_clock_options, attention_fused, best_of, setup_clock
 
 import attnlab
 import attnlab.studies.stream as stream
@@ -38,15 +38,9 @@ def main() -> None:
     xs = torch.randn(args.images, 3, 518, 518).split(args.batch)
 
     def forward(fused: bool = True) -> None:
-        for m in model.modules():
-            if hasattr(m, "fused_attn"):
-                m.fused_attn = fused
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_fused(model, fused):
             for x in xs:
                 model(x)
-        for m in model.modules():
-            if hasattr(m, "fused_attn"):
-                m.fused_attn = True
 
     def analysis(transient: bool = True) -> None:
         hooks = stream.hooks

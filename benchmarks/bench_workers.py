@@ -23,6 +23,7 @@ import time
 
 import torch
 from bench_stream import image_folder
+from timing import attention_fused
 
 import attnlab
 from attnlab.spec import InputSpec
@@ -56,18 +57,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s), wall clock; {len(x)} JPEGs from {data['data_dir']}")
 
     def forward(fused: bool = True) -> float:
-        for m in model.modules():
-            if hasattr(m, "fused_attn"):
-                m.fused_attn = fused
         t = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_fused(model, fused):
             for i in range(0, len(x), args.batch_size):
                 model(x[i:i + args.batch_size])
-        seconds = time.perf_counter() - t
-        for m in model.modules():
-            if hasattr(m, "fused_attn"):
-                m.fused_attn = True
-        return seconds
+        return time.perf_counter() - t
 
     def analysis(workers: int) -> float:
         t = time.perf_counter()

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
+from torch import nn
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
@@ -39,3 +41,17 @@ def best_of(fn: Callable[[], object], clock: Callable[[], float], repeats: int =
         fn()
         times.append(clock() - t)
     return min(times)
+
+
+@contextmanager
+def attention_fused(model: nn.Module, fused: bool) -> Iterator[None]:
+    """timm attention layers fused (``scaled_dot_product_attention``) or explicit inside the block;
+    fused again after it, as timm builds them."""
+    layers = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    for m in layers:
+        m.fused_attn = fused
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.fused_attn = True

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..layout import TokenLayout
+from ..scratch import ScratchBuffer
 from .validation import MetricInputError
 
 __all__ = [
@@ -80,25 +81,6 @@ def distance_rings(layout: TokenLayout, radii: Tuple[float, ...]) -> Tuple[Tenso
 
 
 # --------------------------------------------------------------------------- shared parts
-
-
-class ScratchBuffer:
-    """Storage for per-element temporaries, kept between calls.
-
-    Temporaries as large as a map, allocated afresh for every layer of every batch, cost
-    more than the arithmetic on them: the allocator hands such blocks back to the system
-    and takes them again, zeroing pages each time. Pass ``buffer.like(t)`` as ``out=``.
-    """
-
-    def __init__(self) -> None:
-        self._work: Optional[Tensor] = None
-
-    def like(self, like: Tensor) -> Tensor:
-        """A tensor shaped like ``like`` (same dtype and device) over the kept storage."""
-        work = self._work
-        if work is None or work.numel() < like.numel() or work.dtype != like.dtype or work.device != like.device:
-            work = self._work = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
-        return work[: like.numel()].view(like.shape)
 
 
 def row_entropy(a: Tensor, out: Optional[Tensor] = None) -> Tensor:

@@ -20,9 +20,8 @@ is one fused ``torch.lerp`` on the logits, without extra copies.
 """
 from __future__ import annotations
 
-import math
 from functools import partial
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -31,6 +30,7 @@ from timm.layers import Attention
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block, VisionTransformer
 
+from ..scratch import ScratchBuffer
 from .broadcast import ContextBroadcast, check_placement, mlp_branch
 
 
@@ -38,26 +38,21 @@ Observer = Callable[[str, torch.Tensor], None]
 
 
 class Workspace:
-    """Storage for the attention maps of passes whose observer keeps none of them.
+    """Kept storage (one :class:`~attnlab.scratch.ScratchBuffer` per role) for the attention maps of
+    passes whose observer keeps none of them.
 
-    A map-sized tensor allocated afresh in every layer of every batch costs more than the
-    arithmetic on it once maps are large (1,370 tokens: 90 MB an image): the CPU allocator
-    returns such blocks to the system and takes them back, zeroing pages each time. With a
-    workspace, each layer writes its logits and its pattern into the same kept storage; only
-    an observer that is done with a tensor when it returns may be given one (``capture.hooks``'s
-    ``transient``).
+    At 1,370 tokens a map is 90 MB an image: allocated afresh in every layer, it costs more than
+    the arithmetic on it. With a workspace, each layer writes its logits and its pattern into the
+    same storage; only an observer that is done with a tensor when it returns may be given one
+    (``capture.hooks``'s ``transient``).
     """
 
     def __init__(self) -> None:
-        self._kept: dict = {}
+        self._kept: Dict[str, ScratchBuffer] = {}
 
     def tensor(self, role: str, shape: Tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """An uninitialised ``shape`` tensor of ``like``'s dtype and device over ``role``'s kept storage."""
-        numel = math.prod(shape)
-        kept = self._kept.get(role)
-        if kept is None or kept.numel() < numel or kept.dtype != like.dtype or kept.device != like.device:
-            kept = self._kept[role] = torch.empty(numel, dtype=like.dtype, device=like.device)
-        return kept[:numel].view(shape)
+        return self._kept.setdefault(role, ScratchBuffer()).tensor(shape, like)
 
 
 def explicit_attention(
