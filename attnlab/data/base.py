@@ -30,6 +30,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 def is_image_name(path: str) -> bool:
     """Whether a file name (or path) has one of the image extensions, case-insensitive."""
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
 MODES = {1: "L", 3: "RGB"}
 
 

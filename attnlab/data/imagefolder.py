@@ -32,7 +32,6 @@ def _walk(folder: Path) -> List[str]:
     return out
 
 
-
 def load_imagefolder(
     split: str = "train",
     data_dir: Optional[PathLike] = None,

@@ -158,7 +158,6 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator, fill:
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-
 def batch_erasing(probability: float, device: torch.device) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     """timm's random erasing (pixel mode) over a normalised batch, or None when off.
 
